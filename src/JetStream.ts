@@ -1,0 +1,340 @@
+/**
+ * JetStream as an Effect service: the nats.js client and manager, plus
+ * declarative, idempotent provisioning of streams and durable consumers.
+ *
+ * `ensureStream` / `ensureConsumer` create what is missing, update what differs
+ * in updatable fields, do nothing when the server already has the spec, and
+ * fail with a clear {@link JetStreamProvisionError} on incompatible changes.
+ * The configuration is read back afterwards, because servers silently drop
+ * fields they do not know.
+ *
+ * @since 0.1.0
+ */
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerConfig,
+  type ConsumerInfo,
+  type JetStreamClient,
+  type JetStreamManager,
+  type StreamConfig,
+  type StreamInfo
+} from "@nats-io/jetstream"
+import { nanos } from "@nats-io/nats-core"
+import { Context, Data, Duration, Effect, Layer } from "effect"
+import { NatsClient } from "./NatsClient.js"
+import * as NatsError from "./NatsError.js"
+
+/**
+ * A stream as the application wants it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StreamSpec {
+  readonly name: string
+  readonly subjects: ReadonlyArray<string>
+  readonly description?: string | undefined
+  /** `limits` (default), `interest` or `workqueue`. Cannot change later. */
+  readonly retention?: "limits" | "interest" | "workqueue" | undefined
+  /** `file` (default) or `memory`. Cannot change later. */
+  readonly storage?: "file" | "memory" | undefined
+  readonly maxMsgs?: number | undefined
+  readonly maxBytes?: number | undefined
+  readonly maxAge?: Duration.DurationInput | undefined
+  readonly maxMsgSize?: number | undefined
+  /** JetStream `Nats-Msg-Id` dedup window (server default 2 minutes, capped by maxAge). */
+  readonly duplicateWindow?: Duration.DurationInput | undefined
+  readonly replicas?: number | undefined
+  readonly discard?: "old" | "new" | undefined
+}
+
+/**
+ * A durable pull consumer as the application wants it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumerSpec {
+  readonly stream: string
+  readonly durable: string
+  readonly description?: string | undefined
+  /** One subject filter (several need nats-server 2.10). */
+  readonly filterSubject?: string | undefined
+  /** Default 30 seconds. */
+  readonly ackWait?: Duration.DurationInput | undefined
+  /** Default -1 (unlimited). */
+  readonly maxDeliver?: number | undefined
+  /** Default 1000. */
+  readonly maxAckPending?: number | undefined
+  /** `all` (default), `new`, `last` or `last_per_subject`. Cannot change later. */
+  readonly deliverPolicy?: "all" | "new" | "last" | "last_per_subject" | undefined
+  /** Server-side redelivery backoff. Do not combine with `nak(delay)`. */
+  readonly backoff?: ReadonlyArray<Duration.DurationInput> | undefined
+  readonly inactiveThreshold?: Duration.DurationInput | undefined
+  readonly replicas?: number | undefined
+}
+
+/**
+ * What `ensure` did.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Ensured<Info> =
+  | { readonly _tag: "Created"; readonly info: Info }
+  | { readonly _tag: "Updated"; readonly info: Info; readonly changed: ReadonlyArray<string> }
+  | { readonly _tag: "Unchanged"; readonly info: Info }
+
+/**
+ * Provisioning failed: an incompatible change (the fields are named), or the
+ * server did not apply a field (it is too old to know it).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class JetStreamProvisionError extends Data.TaggedError("JetStreamProvisionError")<{
+  readonly reason: "IncompatibleChange" | "NotApplied" | "Rejected"
+  readonly kind: "stream" | "consumer"
+  readonly name: string
+  readonly fields: ReadonlyArray<string>
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/**
+ * The JetStream service.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { JetStream, NatsClient } from "effect-nats"
+ *
+ * const program = Effect.gen(function*() {
+ *   const js = yield* JetStream.JetStream
+ *   yield* js.ensureStream({ name: "BILLING", subjects: ["billing.>"], maxAge: "7 days" })
+ * }).pipe(Effect.provide(JetStream.layer.pipe(Layer.provide(NatsClient.layerConfig()))))
+ * ```
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class JetStream extends Context.Tag("effect-nats/JetStream")<JetStream, {
+  readonly client: JetStreamClient
+  readonly manager: JetStreamManager
+  readonly ensureStream: (
+    spec: StreamSpec
+  ) => Effect.Effect<Ensured<StreamInfo>, JetStreamProvisionError | NatsError.NatsError>
+  readonly ensureConsumer: (
+    spec: ConsumerSpec
+  ) => Effect.Effect<Ensured<ConsumerInfo>, JetStreamProvisionError | NatsError.NatsError>
+  readonly streamInfo: (name: string) => Effect.Effect<StreamInfo, NatsError.NatsError>
+  readonly consumerInfo: (stream: string, durable: string) => Effect.Effect<ConsumerInfo, NatsError.NatsError>
+}>() {}
+
+const nanosOf = (d: Duration.DurationInput): number => nanos(Duration.toMillis(d))
+
+type Fields = Record<string, unknown>
+
+/** @internal */
+export const streamConfig = (spec: StreamSpec): Fields => {
+  const c: Fields = { name: spec.name, subjects: [...spec.subjects] }
+  if (spec.description !== undefined) c.description = spec.description
+  if (spec.retention !== undefined) {
+    c.retention = { limits: RetentionPolicy.Limits, interest: RetentionPolicy.Interest, workqueue: RetentionPolicy.Workqueue }[
+      spec.retention
+    ]
+  }
+  if (spec.storage !== undefined) c.storage = spec.storage === "memory" ? StorageType.Memory : StorageType.File
+  if (spec.maxMsgs !== undefined) c.max_msgs = spec.maxMsgs
+  if (spec.maxBytes !== undefined) c.max_bytes = spec.maxBytes
+  if (spec.maxAge !== undefined) c.max_age = nanosOf(spec.maxAge)
+  if (spec.maxMsgSize !== undefined) c.max_msg_size = spec.maxMsgSize
+  if (spec.duplicateWindow !== undefined) c.duplicate_window = nanosOf(spec.duplicateWindow)
+  if (spec.replicas !== undefined) c.num_replicas = spec.replicas
+  if (spec.discard !== undefined) c.discard = spec.discard === "new" ? DiscardPolicy.New : DiscardPolicy.Old
+  return c
+}
+
+/** @internal */
+export const consumerConfig = (spec: ConsumerSpec): Fields => {
+  const c: Fields = {
+    durable_name: spec.durable,
+    ack_policy: AckPolicy.Explicit,
+    ack_wait: nanosOf(spec.ackWait ?? "30 seconds"),
+    max_deliver: spec.maxDeliver ?? -1,
+    max_ack_pending: spec.maxAckPending ?? 1000,
+    deliver_policy: {
+      all: DeliverPolicy.All,
+      new: DeliverPolicy.New,
+      last: DeliverPolicy.Last,
+      last_per_subject: DeliverPolicy.LastPerSubject
+    }[spec.deliverPolicy ?? "all"]
+  }
+  if (spec.description !== undefined) c.description = spec.description
+  if (spec.filterSubject !== undefined) c.filter_subject = spec.filterSubject
+  if (spec.backoff !== undefined) c.backoff = spec.backoff.map(nanosOf)
+  if (spec.inactiveThreshold !== undefined) c.inactive_threshold = nanosOf(spec.inactiveThreshold)
+  if (spec.replicas !== undefined) c.num_replicas = spec.replicas
+  return c
+}
+
+const sameValue = (a: unknown, b: unknown): boolean => {
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameValue(x, b[i]))
+  return a === b || (a === undefined && b === "") || (a === "" && b === undefined)
+}
+
+/** The keys of `desired` whose value differs from `actual`. @internal */
+export const diff = (desired: Fields, actual: object): Array<string> => {
+  const current = actual as Fields
+  return Object.keys(desired).filter((k) => !sameValue(desired[k], current[k]))
+}
+
+const immutableStream = ["name", "storage", "retention"]
+const immutableConsumer = ["durable_name", "deliver_policy", "ack_policy"]
+
+/**
+ * Build the service from a connected {@link NatsClient}.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = Effect.gen(function*() {
+  const nats = yield* NatsClient
+  const nc = nats.connection
+  const manager = yield* Effect.tryPromise({
+    try: () => jetstreamManager(nc),
+    catch: NatsError.fromCause("JetStream.manager", undefined, nats.servers)
+  })
+  const client = jetstream(nc)
+
+  const streamInfo = (name: string) =>
+    Effect.tryPromise({ try: () => manager.streams.info(name), catch: NatsError.fromCause("JetStream.streamInfo") })
+  const consumerInfo = (stream: string, durable: string) =>
+    Effect.tryPromise({
+      try: () => manager.consumers.info(stream, durable),
+      catch: NatsError.fromCause("JetStream.consumerInfo")
+    })
+
+  const isNotFound = (e: NatsError.NatsError) =>
+    e._tag === "NatsRequestError" && (e.errCode === 10059 || e.errCode === 10014)
+
+  const ensure = <Info extends { readonly config: object }>(args: {
+    readonly kind: "stream" | "consumer"
+    readonly name: string
+    readonly desired: Fields
+    readonly immutable: ReadonlyArray<string>
+    readonly info: Effect.Effect<Info, NatsError.NatsError>
+    readonly create: () => Promise<Info>
+    readonly update: (fields: Fields) => Promise<Info>
+  }): Effect.Effect<Ensured<Info>, JetStreamProvisionError | NatsError.NatsError> =>
+    Effect.gen(function*() {
+      const verify = (info: Info) => {
+        const missing = diff(args.desired, info.config)
+        return missing.length === 0 ? Effect.succeed(info) : Effect.fail(
+          new JetStreamProvisionError({
+            reason: "NotApplied",
+            kind: args.kind,
+            name: args.name,
+            fields: missing,
+            message: `${args.kind} ${args.name}: the server did not apply ${
+              missing.join(", ")
+            } (unsupported by this server version?)`
+          })
+        )
+      }
+      const rejected = (cause: unknown) => {
+        const e = NatsError.fromCause(`JetStream.ensure ${args.kind}`)(cause)
+        return e._tag === "NatsRequestError" && e.code === 400
+          ? new JetStreamProvisionError({
+            reason: "Rejected",
+            kind: args.kind,
+            name: args.name,
+            fields: [],
+            message: `${args.kind} ${args.name}: the server rejected the configuration: ${e.message}`,
+            cause
+          })
+          : e
+      }
+      const current = yield* args.info.pipe(
+        Effect.map((info) => ({ found: true as const, info })),
+        Effect.catchIf(isNotFound, () => Effect.succeed({ found: false as const }))
+      )
+      if (!current.found) {
+        const info = yield* Effect.tryPromise({ try: args.create, catch: rejected }).pipe(Effect.flatMap(verify))
+        return { _tag: "Created", info } as const
+      }
+      const changed = diff(args.desired, current.info.config)
+      if (changed.length === 0) return { _tag: "Unchanged", info: current.info } as const
+      const incompatible = changed.filter((k) => args.immutable.includes(k))
+      if (incompatible.length > 0) {
+        return yield* new JetStreamProvisionError({
+          reason: "IncompatibleChange",
+          kind: args.kind,
+          name: args.name,
+          fields: incompatible,
+          message: `${args.kind} ${args.name}: cannot change ${incompatible.join(", ")} of an existing ${args.kind}; ` +
+            `delete and recreate it, or use a new name`
+        })
+      }
+      const info = yield* Effect.tryPromise({
+        try: () => args.update(args.desired),
+        catch: (cause) => {
+          const e = rejected(cause)
+          return e._tag === "JetStreamProvisionError"
+            ? new JetStreamProvisionError({ ...e, reason: "IncompatibleChange", fields: changed })
+            : e
+        }
+      }).pipe(Effect.flatMap(verify))
+      return { _tag: "Updated", info, changed } as const
+    })
+
+  const ensureStream = (spec: StreamSpec) => {
+    const desired = streamConfig(spec)
+    return ensure({
+      kind: "stream",
+      name: spec.name,
+      desired,
+      immutable: immutableStream,
+      info: streamInfo(spec.name),
+      create: () => manager.streams.add(desired as Partial<StreamConfig> & { name: string }),
+      update: (fields) => {
+        const { name: _name, retention: _r, storage: _s, ...updatable } = fields
+        return manager.streams.update(spec.name, updatable as Partial<StreamConfig>)
+      }
+    }).pipe(Effect.withSpan("JetStream.ensureStream", { attributes: { "messaging.nats.stream": spec.name } }))
+  }
+
+  const ensureConsumer = (spec: ConsumerSpec) => {
+    const desired = consumerConfig(spec)
+    return ensure({
+      kind: "consumer",
+      name: `${spec.stream}/${spec.durable}`,
+      desired,
+      immutable: immutableConsumer,
+      info: consumerInfo(spec.stream, spec.durable),
+      create: () => manager.consumers.add(spec.stream, desired as Partial<ConsumerConfig>),
+      update: (fields) => {
+        const { durable_name: _d, deliver_policy: _p, ack_policy: _a, ...updatable } = fields
+        return manager.consumers.update(spec.stream, spec.durable, updatable as Partial<ConsumerConfig>)
+      }
+    }).pipe(Effect.withSpan("JetStream.ensureConsumer", {
+      attributes: { "messaging.nats.stream": spec.stream, "messaging.consumer.group.name": spec.durable }
+    }))
+  }
+
+  return JetStream.of({ client, manager, ensureStream, ensureConsumer, streamInfo, consumerInfo })
+})
+
+/**
+ * The JetStream layer; needs a {@link NatsClient}.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<JetStream, NatsError.NatsError, NatsClient> = Layer.effect(JetStream, make)

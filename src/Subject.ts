@@ -1,0 +1,170 @@
+/**
+ * Typed, validated NATS subjects.
+ *
+ * A subject is a list of tokens joined by `.`. Any token that comes from user
+ * data (an aggregate id, a tenant, a command name) is validated first, so a
+ * hostile value such as `a.b`, `*`, `>` or `"x y"` can never route a message
+ * to another subject.
+ *
+ * @since 0.1.0
+ */
+import { Data, Effect, Either } from "effect"
+
+/**
+ * The longest token accepted (in UTF-16 code units).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const maxTokenLength = 256
+
+/**
+ * Why a token was refused.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type InvalidReason = "Empty" | "TooLong" | "Separator" | "Wildcard" | "Whitespace" | "Control" | "Convention"
+
+/**
+ * A subject token (or a definition name) that is not allowed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidSubjectError extends Data.TaggedError("InvalidSubjectError")<{
+  readonly token: string
+  readonly reason: InvalidReason
+  readonly message: string
+}> {}
+
+const describe = (token: string): string => JSON.stringify(token.length > 64 ? token.slice(0, 64) + "…" : token)
+
+// whitespace (incl. unicode spaces), C0/C1 controls, DEL, and unicode line/paragraph separators
+const whitespace = /\s/u
+// eslint-disable-next-line no-control-regex
+const control = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\ufeff]/u
+
+/**
+ * Check one token: non-empty, at most {@link maxTokenLength} long, and free of
+ * `.`, `*`, `>`, whitespace and control characters. Other unicode is allowed.
+ *
+ * @example
+ * ```ts
+ * import { Either } from "effect"
+ * import { Subject } from "effect-nats"
+ *
+ * Either.isRight(Subject.validateToken("inv-42"))   // true
+ * Either.isLeft(Subject.validateToken("a.b"))      // true
+ * ```
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validateToken = (token: string): Either.Either<string, InvalidSubjectError> => {
+  const fail = (reason: InvalidReason, why: string) =>
+    Either.left(new InvalidSubjectError({ token, reason, message: `invalid subject token ${describe(token)}: ${why}` }))
+  if (token.length === 0) return fail("Empty", "empty")
+  if (token.length > maxTokenLength) return fail("TooLong", `longer than ${maxTokenLength} characters`)
+  if (token.includes(".")) return fail("Separator", "contains '.'")
+  if (token.includes("*") || token.includes(">")) return fail("Wildcard", "contains a wildcard ('*' or '>')")
+  if (control.test(token)) return fail("Control", "contains a control character")
+  if (whitespace.test(token)) return fail("Whitespace", "contains whitespace")
+  return Either.right(token)
+}
+
+/**
+ * Validate a token as an Effect.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const token = (value: string): Effect.Effect<string, InvalidSubjectError> => validateToken(value)
+
+/**
+ * Join validated tokens into a subject.
+ *
+ * @example
+ * ```ts
+ * import { Subject } from "effect-nats"
+ *
+ * const subject = Subject.make("billing", "invoice", userSuppliedId) // fails on "a.b", "*", ...
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (...tokens: ReadonlyArray<string>): Effect.Effect<string, InvalidSubjectError> =>
+  Effect.map(Effect.forEach(tokens, token), (ts) => ts.join("."))
+
+type Params<T extends string> = T extends `${string}{${infer P}}${infer Rest}` ? P | Params<Rest> : never
+
+/**
+ * A subject template such as `"tenants.{tenantId}.orders.{orderId}"`. The
+ * placeholders are typed; each value is validated as a token.
+ *
+ * @example
+ * ```ts
+ * import { Subject } from "effect-nats"
+ *
+ * const orderSubject = Subject.template("tenants.{tenant}.orders.{order}")
+ * const subject = orderSubject({ tenant: "acme", order: "o-1" }) // Effect<"tenants.acme.orders.o-1">
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const template = <const T extends string>(pattern: T) => {
+  const parts = pattern.split(".")
+  for (const part of parts) {
+    if (!/^\{[A-Za-z_][A-Za-z0-9_]*\}$/.test(part)) assertName(part, "template")
+  }
+  return (params: { readonly [K in Params<T>]: string }): Effect.Effect<string, InvalidSubjectError> =>
+    Effect.suspend(() => {
+      const values = params as Readonly<Record<string, string>>
+      return make(...parts.map((part) => part.startsWith("{") ? values[part.slice(1, -1)] ?? "" : part))
+    })
+}
+
+const conventionToken = /^[a-z0-9][a-z0-9_-]*$/
+
+/**
+ * Check a name made by a developer (an event type, a service or command name):
+ * dot-separated lowercase tokens of `a-z`, `0-9`, `-`, `_`. Returns the
+ * problem, if any.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validateName = (name: string, tokens?: number): Either.Either<string, InvalidSubjectError> => {
+  const parts = name.split(".")
+  if (tokens !== undefined && parts.length !== tokens) {
+    return Either.left(new InvalidSubjectError({
+      token: name,
+      reason: "Convention",
+      message: `${describe(name)} must have ${tokens} dot-separated tokens (e.g. <context>.<aggregate>.<event>)`
+    }))
+  }
+  for (const part of parts) {
+    const checked = validateToken(part)
+    if (Either.isLeft(checked)) return Either.left(checked.left)
+    if (!conventionToken.test(part)) {
+      return Either.left(new InvalidSubjectError({
+        token: name,
+        reason: "Convention",
+        message: `${describe(name)}: token ${describe(part)} must be lowercase a-z, 0-9, '-' or '_'`
+      }))
+    }
+  }
+  return Either.right(name)
+}
+
+/**
+ * Like {@link validateName}, but throws: for definitions made at module load,
+ * where a bad name is a programming error.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const assertName = (name: string, what: string, tokens?: number): string =>
+  Either.getOrThrowWith(validateName(name, tokens), (e) => new Error(`${what}: ${e.message}`))

@@ -1,0 +1,11 @@
+import { defineConfig } from "vitest/config"
+import projects from "./vitest.workspace.js"
+
+export default defineConfig({
+  test: {
+    projects,
+    // servers are real processes: keep files in parallel but bounded on a 2-core machine
+    maxWorkers: 2,
+    minWorkers: 1
+  }
+})
