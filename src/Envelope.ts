@@ -17,7 +17,9 @@
  * @since 0.1.0
  */
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/nats-core"
-import { type DateTime, Schema } from "effect"
+import { type DateTime, Effect, FiberRef, Option, Schema } from "effect"
+import { dual } from "effect/Function"
+import { globalValue } from "effect/GlobalValue"
 import { uuidv7 } from "./internal/uuid.js"
 
 /**
@@ -168,3 +170,41 @@ export const toHeaders = <A>(
   setSafe(h, HeaderNames.tenantId, envelope.tenantId)
   return h
 }
+
+/**
+ * What a new message inherits from the message being handled: its id becomes
+ * the causation id, its correlation id (and tenant) carry over.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Causation {
+  readonly id: string
+  readonly correlationId: string
+  readonly tenantId?: string | undefined
+}
+
+/**
+ * The message being handled by the current fiber, set by the consumer
+ * pipeline and the command service, read by the publisher and the outbox.
+ *
+ * @since 0.1.0
+ * @category context
+ */
+export const current: FiberRef.FiberRef<Option.Option<Causation>> = globalValue(
+  Symbol.for("effect-nats/Envelope/current"),
+  () => FiberRef.unsafeMake<Option.Option<Causation>>(Option.none())
+)
+
+/**
+ * Run an effect as the handling of `causation`: messages it publishes are
+ * caused by it and share its correlation id.
+ *
+ * @since 0.1.0
+ * @category context
+ */
+export const withCausation: {
+  (causation: Causation): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  <A, E, R>(self: Effect.Effect<A, E, R>, causation: Causation): Effect.Effect<A, E, R>
+} = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, causation: Causation) =>
+  Effect.locally(self, current, Option.some(causation)))

@@ -5,12 +5,30 @@
  */
 
 /** @since 0.1.0 */
+export * as Consumer from "./Consumer.js"
+/** @since 0.1.0 */
+export * as DeadLetter from "./DeadLetter.js"
+/** @since 0.1.0 */
+export * as Dedup from "./Dedup.js"
+/** @since 0.1.0 */
 export * as Envelope from "./Envelope.js"
 /** @since 0.1.0 */
+export * as Event from "./Event.js"
+/** @since 0.1.0 */
+export * as Handler from "./Handler.js"
+/** @since 0.1.0 */
 export * as JetStream from "./JetStream.js"
+/** @since 0.1.0 */
+export * as Metrics from "./Metrics.js"
+/** @since 0.1.0 */
+export * as Middleware from "./Middleware.js"
 /** @since 0.1.0 */
 export * as NatsClient from "./NatsClient.js"
 /** @since 0.1.0 */
 export * as NatsError from "./NatsError.js"
 /** @since 0.1.0 */
+export * as Publisher from "./Publisher.js"
+/** @since 0.1.0 */
 export * as Subject from "./Subject.js"
+/** @since 0.1.0 */
+export * as Tracing from "./Tracing.js"

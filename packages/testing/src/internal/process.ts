@@ -10,13 +10,14 @@ import * as path from "node:path"
 import { Clock, Effect, Option } from "effect"
 import { trackChild, untrackChild } from "./cleanup.js"
 
+const liveClock = Clock.make()
+
 /**
  * Run an effect on the live clock, so servers start and stop in real time even
  * when the caller runs under `TestClock` (e.g. `it.effect` in @effect/vitest).
  *
  * @internal
  */
-const liveClock = Clock.make()
 export const live = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.withClock(self, liveClock)
 
@@ -95,7 +96,7 @@ const deathSignalWrapper = (): string | null => {
  *
  * @internal
  */
-export const spawnSync = (
+export const spawnTracked = (
   command: string,
   args: ReadonlyArray<string>,
   options: { readonly cwd?: string; readonly killWithParent?: boolean } = {}
@@ -203,7 +204,7 @@ export const run = (
 ): Effect.Effect<RunResult> =>
   Effect.gen(function*() {
     const proc = yield* Effect.sync(() =>
-      spawnSync(command, args, { ...(options.cwd !== undefined ? { cwd: options.cwd } : {}), killWithParent: false })
+      spawnTracked(command, args, { ...(options.cwd !== undefined ? { cwd: options.cwd } : {}), killWithParent: false })
     )
     const done = yield* awaitExit(proc, options.timeoutMillis).pipe(Effect.onInterrupt(() => killNow(proc, 2000)))
     if (!done) {

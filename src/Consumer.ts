@@ -1,0 +1,393 @@
+/**
+ * A consumer runs a set of handlers on one durable JetStream pull consumer.
+ *
+ * Messages are pulled by nats.js into bounded queues and taken in chunks by a
+ * fixed set of long-lived worker fibers (no fiber per message). Each message
+ * goes through the {@link Middleware} pipeline. With `orderBy: "aggregate"`,
+ * messages of one aggregate (the `Aggregate-Id` header) always go to the same
+ * worker, so they are handled one after another while different aggregates
+ * run in parallel.
+ *
+ * Shutdown (scope close, e.g. SIGTERM through `NodeRuntime.runMain`) stops
+ * pulling, lets the workers finish and settle what they already took (bounded
+ * by `drainTimeout`), and naks what is left, before the connection drains.
+ *
+ * Two paths dead-letter: the pipeline, when its own delivery count reaches
+ * `maxDeliver` (the server's `max_deliver` is set one higher so the pipeline
+ * normally has the last word), and a watcher of the server's max-deliveries
+ * advisory, which copies any message the server gave up on (a worker that
+ * crashed on it every time).
+ *
+ * @since 0.1.0
+ */
+import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream"
+import type { Subscription } from "@nats-io/nats-core"
+import { Duration, Effect, Fiber, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import * as DeadLetter from "./DeadLetter.js"
+import { Dedup } from "./Dedup.js"
+import type * as Handler from "./Handler.js"
+import { JetStream, type JetStreamProvisionError } from "./JetStream.js"
+import * as Metrics from "./Metrics.js"
+import * as Middleware from "./Middleware.js"
+import { NatsClient } from "./NatsClient.js"
+import * as NatsError from "./NatsError.js"
+
+/**
+ * Consumer options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<H extends ReadonlyArray<Handler.Any>> {
+  readonly stream: string
+  readonly durable: string
+  /** One subject filter for the durable consumer. */
+  readonly filterSubject?: string | undefined
+  readonly handlers: H
+  /** Worker fibers (default 16). */
+  readonly concurrency?: number | undefined
+  /** Keep messages of one aggregate in order (they run on one worker). */
+  readonly orderBy?: "aggregate" | undefined
+  /** In-process retries of a failed handler (default: 2 retries, 50 ms then 100 ms). */
+  readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
+  /** Delay of the n-th redelivery, for `nak(delay)` (default: exponential from 1 s, capped at 1 minute). */
+  readonly redelivery?: Schedule.Schedule<unknown, unknown> | undefined
+  /** Deliveries before a failing message is dead-lettered (default 5). */
+  readonly maxDeliver?: number | undefined
+  /** Server ack wait: covers crashed or stuck workers; long handlers are kept alive with `working()` (default 30 s). */
+  readonly ackWait?: Duration.DurationInput | undefined
+  /** Unacked messages the server lets this consumer have (default 1000). */
+  readonly maxAckPending?: number | undefined
+  /** How long shutdown waits for in-flight handlers (default 10 s). */
+  readonly drainTimeout?: Duration.DurationInput | undefined
+  /** A message whose type has no handler: `"ack"` (default, counted) or `"deadLetter"`. */
+  readonly unknownType?: "ack" | "deadLetter" | undefined
+  /** Errors to dead-letter at once (besides `Handler.PermanentError`). */
+  readonly isPermanent?: ((error: unknown) => boolean) | undefined
+  /** Larger payloads are dead-lettered (default 1 MiB). */
+  readonly maxMessageBytes?: number | undefined
+  /** `"fast"` (default): `ack()`; `"confirm"`: `ackAck()`, waiting for the server. */
+  readonly ack?: "fast" | "confirm" | undefined
+  /** Create or update the durable consumer to match these options (default true). */
+  readonly provision?: boolean | undefined
+  /** Change the pipeline: receives the default middleware, returns the list to use (outermost first). */
+  readonly pipeline?:
+    | ((defaults: Middleware.Defaults) => ReadonlyArray<Middleware.Middleware>)
+    | undefined
+}
+
+/**
+ * The default in-process retry policy.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("50 millis").pipe(
+  Schedule.intersect(Schedule.recurs(2))
+)
+
+/**
+ * The default redelivery policy (delays for `nak`).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultRedelivery: Schedule.Schedule<unknown, unknown> = Schedule.exponential("1 second").pipe(
+  Schedule.either(Schedule.spaced("1 minute"))
+)
+
+const Stop: unique symbol = Symbol("effect-nats/Consumer/Stop")
+type Item = JsMsg | typeof Stop
+
+const hash = (s: string): number => {
+  let h = 0x811c9dc5
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i)
+    h = Math.imul(h, 0x01000193)
+  }
+  return h >>> 0
+}
+
+interface AdvisoryPayload {
+  readonly stream?: string
+  readonly consumer?: string
+  readonly stream_seq?: number
+  readonly deliveries?: number
+}
+
+/**
+ * Start a consumer in the current scope. It runs until the scope closes, then
+ * drains.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Consumer, Handler } from "effect-nats"
+ * import { InvoiceIssued } from "./events.js"
+ *
+ * const payments = Consumer.make({
+ *   stream: "BILLING",
+ *   durable: "payments",
+ *   handlers: [Handler.make(InvoiceIssued, (e) => Effect.log(e.data.invoiceId))],
+ *   concurrency: 8,
+ *   maxDeliver: 5
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <const H extends ReadonlyArray<Handler.Any>>(
+  options: Options<H>
+): Effect.Effect<
+  void,
+  JetStreamProvisionError | NatsError.NatsError,
+  Scope.Scope | JetStream | NatsClient | DeadLetter.DeadLetter | Handler.Context<H[number]>
+> =>
+  Effect.gen(function*() {
+    const js = yield* JetStream
+    const nats = yield* NatsClient
+    const deadLetter = yield* DeadLetter.DeadLetter
+    const dedup = yield* Effect.serviceOption(Dedup)
+    const concurrency = Math.max(1, options.concurrency ?? 16)
+    const maxDeliver = Math.max(1, options.maxDeliver ?? 5)
+    const ackWait = Duration.decode(options.ackWait ?? "30 seconds")
+    const drainTimeout = options.drainTimeout ?? "10 seconds"
+
+    const handlers = new Map<string, Handler.Any>()
+    for (const h of options.handlers) {
+      if (handlers.has(h.type)) return yield* Effect.dieMessage(`Consumer ${options.durable}: two handlers for ${h.type}`)
+      handlers.set(h.type, h)
+    }
+
+    if (options.provision !== false) {
+      yield* js.ensureConsumer({
+        stream: options.stream,
+        durable: options.durable,
+        filterSubject: options.filterSubject,
+        ackWait,
+        // one more than the pipeline's limit, so the pipeline dead-letters first
+        maxDeliver: maxDeliver + 1,
+        maxAckPending: options.maxAckPending
+      })
+    }
+
+    const settings: Middleware.Settings = {
+      stream: options.stream,
+      durable: options.durable,
+      handlers,
+      maxDeliver,
+      retry: options.retry ?? defaultRetry,
+      redelivery: options.redelivery ?? defaultRedelivery,
+      isPermanent: (e) =>
+        (typeof e === "object" && e !== null && "_tag" in e && e._tag === "PermanentError") ||
+        (options.isPermanent?.(e) ?? false),
+      unknownType: options.unknownType ?? "ack",
+      maxMessageBytes: options.maxMessageBytes ?? 1024 * 1024,
+      ack: options.ack ?? "fast",
+      // term(reason) is ignored by servers before 2.10.4 (the message is redelivered)
+      termWithReason: yield* nats.serverAtLeast("2.10.4"),
+      deadLetter,
+      dedup
+    }
+    const defaults = Middleware.defaults(settings)
+    const step = Middleware.compose(
+      (options.pipeline ?? Middleware.defaultPipeline)(defaults),
+      Middleware.handle
+    )
+
+    // one queue per worker when ordered, else one shared queue
+    const queues = yield* Effect.forEach(
+      Array.from({ length: options.orderBy === "aggregate" ? concurrency : 1 }),
+      () => Queue.unbounded<Item>()
+    )
+    const current: Array<{ msg: JsMsg; started: number } | undefined> = Array.from({ length: concurrency })
+    let stopping = false
+
+    const route = (msg: JsMsg): Queue.Queue<Item> => {
+      if (queues.length === 1) return queues[0]!
+      const key = msg.headers?.get("Aggregate-Id") || msg.subject
+      return queues[hash(key) % queues.length]!
+    }
+
+    const process = (msg: JsMsg, worker: number) => {
+      const info = msg.info
+      current[worker] = { msg, started: performance.now() }
+      return step({
+        msg,
+        subject: msg.subject,
+        stream: info.stream,
+        consumer: info.consumer,
+        streamSequence: info.streamSequence,
+        deliveryCount: info.deliveryCount
+      }).pipe(
+        Effect.catchAllCause((cause) =>
+          Effect.zipRight(
+            Effect.logError(`Consumer ${options.durable}: pipeline failed on ${msg.subject}#${info.streamSequence}`, cause),
+            Effect.sync(() => msg.nak())
+          )
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          current[worker] = undefined
+        }))
+      )
+    }
+
+    const worker = (index: number) => {
+      const queue = queues[queues.length === 1 ? 0 : index]!
+      const loop: Effect.Effect<void> = Effect.flatMap(Queue.takeBetween(queue, 1, 64), (chunk) => {
+        let stopped = false
+        return Effect.zipRight(
+          Effect.forEach(chunk, (item) => {
+            if (item === Stop || stopped) {
+              // put back what follows the stop marker for another worker (shared queue)
+              if (item !== Stop) return Queue.offer(queue, item)
+              stopped = true
+              return Effect.void
+            }
+            return Effect.asVoid(process(item, index))
+          }, { discard: true }),
+          Effect.suspend(() => stopped ? Effect.void : loop)
+        )
+      })
+      return loop
+    }
+
+    const workers = yield* Effect.forEach(
+      Array.from({ length: concurrency }, (_, i) => i),
+      (i) => Effect.forkScoped(worker(i)),
+      { concurrency: "unbounded" }
+    )
+
+    // keep long handlers alive
+    const keepAliveEvery = Duration.toMillis(ackWait) / 3
+    yield* Effect.sync(() => {
+      const now = performance.now()
+      for (const c of current) if (c !== undefined && now - c.started > keepAliveEvery) c.msg.working()
+    }).pipe(
+      Effect.repeat(Schedule.spaced(Duration.millis(Math.max(250, keepAliveEvery)))),
+      Effect.forkScoped
+    )
+
+    // the server gave up on a message (max_deliver reached without the pipeline settling it)
+    const advisories = yield* Queue.unbounded<AdvisoryPayload>()
+    const advisorySubject = `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${options.stream}.${options.durable}`
+    yield* Effect.acquireRelease(
+      Effect.try({
+        try: () =>
+          nats.connection.subscribe(advisorySubject, {
+            queue: `effect-nats.dlq.${options.durable}`,
+            callback: (err, m) => {
+              if (err === null) {
+                try {
+                  Queue.unsafeOffer(advisories, m.json<AdvisoryPayload>())
+                } catch {
+                  // not JSON: nothing to copy
+                }
+              }
+            }
+          }),
+        catch: NatsError.fromCause("Consumer.advisories", advisorySubject)
+      }),
+      (sub: Subscription) => Effect.sync(() => sub.unsubscribe())
+    )
+    yield* Queue.take(advisories).pipe(
+      Effect.flatMap((a) => {
+        const seq = a.stream_seq
+        if (seq === undefined) return Effect.void
+        return Effect.tryPromise(() => js.manager.streams.getMessage(options.stream, { seq })).pipe(
+          Effect.flatMap((m) =>
+            m === null ? Effect.void : deadLetter.send({
+              subject: m.subject,
+              headers: m.header,
+              data: m.data,
+              reason: "MaxDeliveries",
+              errorTag: "MaxDeliveries",
+              errorMessage: `the server stopped delivering after ${a.deliveries ?? "max"} deliveries`,
+              attempts: a.deliveries ?? maxDeliver + 1,
+              stream: options.stream,
+              consumer: options.durable,
+              sequence: seq
+            }).pipe(Effect.zipRight(Metric.increment(Metrics.deadLettered)))
+          ),
+          Effect.catchAll((e) => Effect.logError(`Consumer ${options.durable}: cannot copy ${options.stream}#${seq} to the DLQ`, e))
+        )
+      }),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
+    // start pulling
+    const consumer = yield* Effect.tryPromise({
+      try: () => js.client.consumers.get(options.stream, options.durable),
+      catch: NatsError.fromCause("Consumer.get")
+    })
+    const maxMessages = Math.min(options.maxAckPending ?? 1000, Math.max(100, concurrency * 8))
+    const messages: ConsumerMessages = yield* Effect.tryPromise({
+      try: () =>
+        consumer.consume({
+          max_messages: maxMessages,
+          callback: (msg) => {
+            if (stopping) {
+              msg.nak()
+              return
+            }
+            Metrics.consumed.unsafeUpdate(1, [])
+            Queue.unsafeOffer(route(msg), msg)
+          }
+        }),
+      catch: NatsError.fromCause("Consumer.consume")
+    })
+
+    // graceful drain: runs before the workers are interrupted and before the connection drains
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        stopping = true
+        yield* Effect.promise(() => messages.close().catch(() => undefined)).pipe(Effect.timeoutOption("5 seconds"))
+        for (const queue of queues) {
+          yield* Queue.offerAll(queue, Array.from({ length: queues.length === 1 ? concurrency : 1 }, () => Stop))
+        }
+        const finished = yield* Fiber.joinAll(workers).pipe(Effect.timeoutOption(drainTimeout))
+        if (Option.isNone(finished)) {
+          yield* Effect.logWarning(
+            `Consumer ${options.durable}: handlers still running after ${Duration.format(Duration.decode(drainTimeout))}; interrupting them`
+          )
+          yield* Fiber.interruptAll(workers)
+        }
+        for (const queue of queues) {
+          const left = yield* Queue.takeAll(queue)
+          for (const item of left) if (item !== Stop) item.nak()
+        }
+      })
+    )
+  }) as Effect.Effect<
+    void,
+    JetStreamProvisionError | NatsError.NatsError,
+    Scope.Scope | JetStream | NatsClient | DeadLetter.DeadLetter | Handler.Context<H[number]>
+  >
+
+/**
+ * A layer that runs the consumer for the lifetime of the layer.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { Consumer, DeadLetter, Dedup, Handler, JetStream, NatsClient } from "effect-nats"
+ *
+ * const PaymentsLive = Consumer.layer({ stream: "BILLING", durable: "payments", handlers: [onIssued] }).pipe(
+ *   Layer.provide([DeadLetter.layer(), Dedup.layerMemory()]),
+ *   Layer.provideMerge(JetStream.layer),
+ *   Layer.provide(NatsClient.layerConfig())
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = <const H extends ReadonlyArray<Handler.Any>>(
+  options: Options<H>
+): Layer.Layer<
+  never,
+  JetStreamProvisionError | NatsError.NatsError,
+  JetStream | NatsClient | DeadLetter.DeadLetter | Handler.Context<H[number]>
+> => Layer.scopedDiscard(make(options))

@@ -1,0 +1,148 @@
+/**
+ * The toolkit's metrics, as Effect `Metric`s. Each is tagged with
+ * `messaging.destination.name` (publisher) or `messaging.consumer.group.name`
+ * (consumer) where that applies. Read them with `Metric.value`, or export
+ * them with @effect/opentelemetry.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Metric } from "effect"
+ * import { Metrics } from "effect-nats"
+ *
+ * const report = Effect.gen(function*() {
+ *   const acked = yield* Metric.value(Metrics.acked)
+ *   yield* Effect.log(`acked: ${acked.count}`)
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Metric, MetricBoundaries } from "effect"
+
+/**
+ * Messages published (one per PubAck, duplicates included).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const published = Metric.counter("effect_nats_published_total", {
+  description: "messages published to JetStream",
+  incremental: true
+})
+
+/**
+ * Publishes that failed after their retries.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const publishFailed = Metric.counter("effect_nats_publish_failed_total", {
+  description: "publishes that failed after retries",
+  incremental: true
+})
+
+/**
+ * Messages taken from a consumer (each delivery counts).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const consumed = Metric.counter("effect_nats_consumed_total", {
+  description: "messages delivered to a consumer",
+  incremental: true
+})
+
+/**
+ * Messages acknowledged (handled, duplicate or ignored).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const acked = Metric.counter("effect_nats_acked_total", { description: "messages acked", incremental: true })
+
+/**
+ * In-process handler retries.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const retried = Metric.counter("effect_nats_retried_total", {
+  description: "in-process handler retries",
+  incremental: true
+})
+
+/**
+ * Messages given back to the server with `nak(delay)` for a later redelivery.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const redelivered = Metric.counter("effect_nats_redelivered_total", {
+  description: "messages nak'ed for redelivery",
+  incremental: true
+})
+
+/**
+ * Messages dead-lettered.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const deadLettered = Metric.counter("effect_nats_dead_lettered_total", {
+  description: "messages dead-lettered",
+  incremental: true
+})
+
+/**
+ * Duplicates skipped by the dedup stage.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const duplicatesSkipped = Metric.counter("effect_nats_duplicates_skipped_total", {
+  description: "duplicate messages acked without handling",
+  incremental: true
+})
+
+/**
+ * Messages of a type no handler is registered for.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const unhandled = Metric.counter("effect_nats_unhandled_total", {
+  description: "messages with no handler for their type",
+  incremental: true
+})
+
+/**
+ * Handler duration in milliseconds.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const handlerDuration = Metric.histogram(
+  "effect_nats_handler_duration_ms",
+  MetricBoundaries.exponential({ start: 0.5, factor: 2, count: 16 }),
+  "handler duration in milliseconds"
+)
+
+/**
+ * Outbox rows not yet published.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const outboxPending = Metric.gauge("effect_nats_outbox_pending", {
+  description: "outbox rows waiting to be published"
+})
+
+/**
+ * Age in milliseconds of the oldest unpublished outbox row.
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const outboxLag = Metric.gauge("effect_nats_outbox_lag_ms", {
+  description: "age of the oldest pending outbox row in milliseconds"
+})

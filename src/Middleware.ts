@@ -1,0 +1,475 @@
+/**
+ * The per-message pipeline of a consumer, as composable middleware.
+ *
+ * A {@link Step} takes a {@link Delivery} and returns an {@link Outcome}
+ * (ack, nak with a delay, or dead-letter); it may also fail, and a
+ * middleware further out turns the failure into an outcome. A
+ * {@link Middleware} wraps the next step. The default pipeline, outermost
+ * first, is:
+ *
+ * ```
+ * settle   ack / nak(delay) / dead-letter + term, from the outcome
+ * trace    CONSUMER span `process <subject>`, parent from `traceparent`
+ * decode   size check, JSON, route by type, Schema decode (errors: all)
+ * retry    in-process retries (Schedule); then nak(delay) or dead-letter
+ * dedup    claim / commit / release (a no-op without a Dedup layer)
+ * handler  the Handler for the event type
+ * ```
+ *
+ * @since 0.1.0
+ */
+import type { JsMsg } from "@nats-io/jetstream"
+import { Cause, Chunk, Duration, Effect, Metric, Option, ParseResult, Schedule } from "effect"
+import type * as DeadLetter from "./DeadLetter.js"
+import type * as Dedup from "./Dedup.js"
+import * as Envelope from "./Envelope.js"
+import * as Handler from "./Handler.js"
+import * as Metrics from "./Metrics.js"
+import * as Tracing from "./Tracing.js"
+
+/**
+ * A message moving through the pipeline. `envelope` and `handler` are set by
+ * the decode stage.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Delivery {
+  readonly msg: JsMsg
+  readonly subject: string
+  readonly stream: string
+  readonly consumer: string
+  readonly streamSequence: number
+  readonly deliveryCount: number
+  readonly envelope?: Envelope.Envelope<unknown> | undefined
+  readonly handler?: Handler.Any | undefined
+}
+
+/**
+ * Why a message was dead-lettered.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type DeadLetterReason = "Decode" | "UnknownType" | "Oversize" | "Permanent" | "MaxDeliveries"
+
+/**
+ * What to do with a message.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Outcome =
+  | { readonly _tag: "Ack"; readonly reason: "Handled" | "Duplicate" | "Unhandled" }
+  | { readonly _tag: "Nak"; readonly delay: Duration.Duration; readonly reason: string }
+  | {
+    readonly _tag: "DeadLetter"
+    readonly reason: DeadLetterReason
+    readonly errorTag: string
+    readonly message: string
+  }
+
+/**
+ * Outcome constructors.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const Outcome = {
+  handled: { _tag: "Ack", reason: "Handled" } as Outcome,
+  duplicate: { _tag: "Ack", reason: "Duplicate" } as Outcome,
+  unhandled: { _tag: "Ack", reason: "Unhandled" } as Outcome,
+  nak: (delay: Duration.DurationInput, reason: string): Outcome => ({ _tag: "Nak", delay: Duration.decode(delay), reason }),
+  deadLetter: (reason: DeadLetterReason, errorTag: string, message: string): Outcome => ({
+    _tag: "DeadLetter",
+    reason,
+    errorTag,
+    message
+  })
+} as const
+
+/**
+ * One stage of the pipeline.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Step<R> = (delivery: Delivery) => Effect.Effect<Outcome, unknown, R>
+
+/**
+ * A middleware wraps the next step.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import type { Middleware } from "effect-nats"
+ *
+ * const logging: Middleware.Middleware = (next) => (delivery) =>
+ *   Effect.tap(next(delivery), (outcome) => Effect.logDebug(`${delivery.subject}: ${outcome._tag}`))
+ * ```
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Middleware<Req = never> {
+  <R>(next: Step<R>): Step<R | Req>
+}
+
+/**
+ * Everything the default middleware need to know.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Settings {
+  readonly stream: string
+  readonly durable: string
+  readonly handlers: ReadonlyMap<string, Handler.Any>
+  /** Deliveries allowed before dead-lettering. */
+  readonly maxDeliver: number
+  readonly retry: Schedule.Schedule<unknown, unknown>
+  readonly redelivery: Schedule.Schedule<unknown, unknown>
+  readonly isPermanent: (error: unknown) => boolean
+  readonly unknownType: "ack" | "deadLetter"
+  readonly maxMessageBytes: number
+  readonly ack: "fast" | "confirm"
+  readonly termWithReason: boolean
+  readonly deadLetter: DeadLetter.DeadLetter["Type"]
+  readonly dedup: Option.Option<Dedup.Dedup["Type"]>
+}
+
+const errorTag = (error: unknown): string =>
+  typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string"
+    ? error._tag
+    : error instanceof Error
+    ? error.name
+    : typeof error
+
+const errorMessage = (error: unknown): string =>
+  error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
+    ? String((error as { message: unknown }).message)
+    : String(error)
+
+/**
+ * The redelivery delay for a delivery count, from the redelivery schedule,
+ * computed without sleeping.
+ *
+ * @since 0.1.0
+ * @category redelivery
+ */
+export const redeliveryDelay = (
+  schedule: Schedule.Schedule<unknown, unknown>,
+  deliveryCount: number
+): Effect.Effect<Duration.Duration> =>
+  Effect.map(
+    Schedule.run(Schedule.delays(schedule), 0, Array.from({ length: Math.max(1, deliveryCount) }, () => undefined)),
+    (delays) => Option.getOrElse(Chunk.last(delays), () => Duration.seconds(1))
+  )
+
+/**
+ * Settle the message from the outcome: `ack()`, `nak(delay)`, or store a
+ * dead letter and then `term()`. A failure that reaches this stage is nak'ed
+ * with the redelivery delay; an interruption leaves the message unsettled
+ * (the server redelivers it after `ack_wait`).
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const settle = (settings: Settings): Middleware => (next) => (d) =>
+  next(d).pipe(
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause as Cause.Cause<never>)
+        : Effect.map(
+          redeliveryDelay(settings.redelivery, d.deliveryCount),
+          (delay) => Outcome.nak(delay, Cause.pretty(cause))
+        )
+    ),
+    Effect.tap((outcome) => apply(settings, d, outcome))
+  )
+
+const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect<void> => {
+  switch (outcome._tag) {
+    case "Ack": {
+      const counted = outcome.reason === "Duplicate"
+        ? Metric.increment(Metrics.duplicatesSkipped)
+        : outcome.reason === "Unhandled"
+        ? Metric.increment(Metrics.unhandled)
+        : Effect.void
+      const ack = settings.ack === "confirm"
+        ? Effect.promise(() => d.msg.ackAck().catch(() => false))
+        : Effect.sync(() => d.msg.ack())
+      return Effect.zipRight(Effect.zipRight(ack, counted), Metric.increment(Metrics.acked))
+    }
+    case "Nak":
+      return Effect.zipRight(
+        Effect.sync(() => d.msg.nak(Duration.toMillis(outcome.delay))),
+        Metric.increment(Metrics.redelivered)
+      )
+    case "DeadLetter":
+      return settings.deadLetter.send({
+        subject: d.subject,
+        headers: d.msg.headers,
+        data: d.msg.data,
+        reason: outcome.reason,
+        errorTag: outcome.errorTag,
+        errorMessage: outcome.message,
+        attempts: d.deliveryCount,
+        stream: d.stream,
+        consumer: d.consumer,
+        sequence: d.streamSequence
+      }).pipe(
+        Effect.zipRight(Effect.sync(() =>
+          settings.termWithReason ? d.msg.term(`${outcome.reason}: ${outcome.message}`.slice(0, 256)) : d.msg.term()
+        )),
+        Effect.zipRight(Metric.increment(Metrics.deadLettered)),
+        Effect.zipRight(Effect.logWarning(`dead-lettered ${d.subject}#${d.streamSequence}: ${outcome.reason}: ${outcome.message}`)),
+        Effect.catchAll((error) =>
+          // the DLQ is unavailable: keep the message, it comes back later
+          Effect.zipRight(
+            Effect.logError(`cannot dead-letter ${d.subject}#${d.streamSequence}, will retry: ${error.message}`),
+            Effect.flatMap(redeliveryDelay(settings.redelivery, d.deliveryCount), (delay) =>
+              Effect.sync(() => d.msg.nak(Duration.toMillis(delay))))
+          )
+        )
+      )
+  }
+}
+
+/**
+ * Run the rest of the pipeline in a CONSUMER span `process <subject>`, child
+ * of the producer's span when the message carries a `traceparent` header.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const trace = (settings: Settings): Middleware => {
+  const base = new Map<string, Record<string, unknown>>()
+  const attributesFor = (subject: string) => {
+    let a = base.get(subject)
+    if (a === undefined) {
+      a = {
+        [Tracing.Attributes.system]: "nats",
+        [Tracing.Attributes.destination]: subject,
+        [Tracing.Attributes.operationType]: "process",
+        [Tracing.Attributes.operationName]: "process",
+        [Tracing.Attributes.consumerGroup]: settings.durable,
+        [Tracing.Attributes.stream]: settings.stream
+      }
+      base.set(subject, a)
+    }
+    return a
+  }
+  return (next) => (d) => {
+    const parent = Tracing.extract(d.msg.headers)
+    return next(d).pipe(Effect.withSpan(`process ${d.subject}`, {
+      kind: "consumer",
+      captureStackTrace: false,
+      attributes: {
+        ...attributesFor(d.subject),
+        [Tracing.Attributes.messageId]: d.msg.headers?.get(Envelope.HeaderNames.msgId) ?? "",
+        [Tracing.Attributes.deliveryCount]: d.deliveryCount,
+        [Tracing.Attributes.streamSequence]: d.streamSequence
+      },
+      ...(Option.isSome(parent) ? { parent: parent.value } : {})
+    }))
+  }
+}
+
+const textDecoder = new TextDecoder()
+
+/**
+ * Decode: refuse oversize payloads, parse JSON, route by the envelope `type`,
+ * decode with the handler's Schema (all errors). Failures are dead-lettered at
+ * once with the reason; a type without a handler is acked (or dead-lettered,
+ * per `unknownType`). The rest of the pipeline runs as the handling of this
+ * envelope (its id and correlation id flow into what it publishes).
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const decode = (settings: Settings): Middleware => (next) => (d) => {
+  if (d.msg.data.length > settings.maxMessageBytes) {
+    return Effect.succeed(Outcome.deadLetter(
+      "Oversize",
+      "Oversize",
+      `payload of ${d.msg.data.length} bytes exceeds the limit of ${settings.maxMessageBytes}`
+    ))
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(textDecoder.decode(d.msg.data))
+  } catch (e) {
+    return Effect.succeed(Outcome.deadLetter("Decode", "InvalidJson", `invalid JSON: ${errorMessage(e)}`))
+  }
+  const type = typeof json === "object" && json !== null && "type" in json && typeof json.type === "string"
+    ? json.type
+    : undefined
+  if (type === undefined) {
+    return Effect.succeed(Outcome.deadLetter("Decode", "NotAnEnvelope", "the payload is not an envelope (no string `type`)"))
+  }
+  const handler = settings.handlers.get(type)
+  if (handler === undefined) {
+    return Effect.succeed(
+      settings.unknownType === "ack"
+        ? Outcome.unhandled
+        : Outcome.deadLetter("UnknownType", "UnknownType", `no handler for event type "${type}"`)
+    )
+  }
+  // the handlers' own context is part of the consumer's requirements (see Consumer.make)
+  const decoded = handler.decode(json) as Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError>
+  return Effect.matchEffect(decoded, {
+    onFailure: (error) =>
+      Effect.succeed(Outcome.deadLetter(
+        "Decode",
+        "ParseError",
+        `${type}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
+      )),
+    onSuccess: (envelope) =>
+      Envelope.withCausation(next({ ...d, envelope, handler }), {
+        id: envelope.id,
+        correlationId: envelope.correlationId,
+        tenantId: envelope.tenantId
+      })
+  })
+}
+
+/**
+ * Retry the rest of the pipeline in process with the `retry` schedule
+ * (defects count as failures). When retries are exhausted: a permanent error
+ * or the last allowed delivery is dead-lettered; otherwise the message is
+ * nak'ed with the delay the `redelivery` schedule gives at this delivery count.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const retry = (settings: Settings): Middleware => {
+  const schedule = settings.retry.pipe(Schedule.tapOutput(() => Metric.increment(Metrics.retried)))
+  const retryable = (e: unknown) => !settings.isPermanent(e)
+  return (next) => (d) =>
+    next(d).pipe(
+      Effect.catchAllDefect((defect) =>
+        Effect.fail(
+          new Handler.HandlerDefect({
+            message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect),
+            cause: defect
+          })
+        )
+      ),
+      Effect.retry({ schedule, while: retryable }),
+      Effect.catchAll((error) => {
+        if (settings.isPermanent(error)) {
+          return Effect.succeed(Outcome.deadLetter("Permanent", errorTag(error), errorMessage(error)))
+        }
+        if (d.deliveryCount >= settings.maxDeliver) {
+          return Effect.succeed(Outcome.deadLetter(
+            "MaxDeliveries",
+            errorTag(error),
+            `failed ${d.deliveryCount} deliveries; last error: ${errorMessage(error)}`
+          ))
+        }
+        return Effect.map(
+          redeliveryDelay(settings.redelivery, d.deliveryCount),
+          (delay) => Outcome.nak(delay, errorMessage(error))
+        )
+      })
+    )
+}
+
+/**
+ * Dedup: claim the message's key; a committed key is a duplicate (acked, not
+ * handled), a key claimed elsewhere is nak'ed for later; otherwise handle and
+ * commit in the store's transaction, and release the claim on failure.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const dedup = (settings: Settings): Middleware => {
+  if (Option.isNone(settings.dedup)) return (next) => next
+  const store = settings.dedup.value
+  return (next) => (d) => {
+    if (d.envelope === undefined) return next(d)
+    const key = store.key(d.envelope)
+    return Effect.flatMap(store.claim(key), (claim) => {
+      switch (claim) {
+        case "Duplicate":
+          return Effect.succeed(Outcome.duplicate)
+        case "InProgress":
+          return Effect.succeed(Outcome.nak(Duration.seconds(1), `key ${key} is being handled elsewhere`))
+        case "Claimed":
+          return store.transaction(Effect.tap(next(d), () => store.commit(key))).pipe(
+            Effect.onError(() => Effect.ignore(store.release(key)))
+          )
+      }
+    })
+  }
+}
+
+/**
+ * The last step: run the handler chosen by the decode stage.
+ *
+ * @since 0.1.0
+ * @category middleware
+ */
+export const handle: Step<never> = (d) => {
+  if (d.handler === undefined || d.envelope === undefined) return Effect.succeed(Outcome.unhandled)
+  const started = performance.now()
+  // the handlers' own context is part of the consumer's requirements (see Consumer.make)
+  return Effect.zipRight(
+    d.handler.handle(d.envelope) as Effect.Effect<void, unknown>,
+    Effect.suspend(() => Metric.update(Metrics.handlerDuration, performance.now() - started)).pipe(
+      Effect.as(Outcome.handled)
+    )
+  )
+}
+
+/**
+ * The default middleware, by name.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Defaults {
+  readonly settle: Middleware
+  readonly trace: Middleware
+  readonly decode: Middleware
+  readonly retry: Middleware
+  readonly dedup: Middleware
+}
+
+/**
+ * The default middleware built from the settings.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const defaults = (settings: Settings): Defaults => ({
+  settle: settle(settings),
+  trace: trace(settings),
+  decode: decode(settings),
+  retry: retry(settings),
+  dedup: dedup(settings)
+})
+
+/**
+ * The default order, outermost first.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const defaultPipeline = (m: Defaults): ReadonlyArray<Middleware> => [
+  m.settle,
+  m.trace,
+  m.decode,
+  m.retry,
+  m.dedup
+]
+
+/**
+ * Compose middleware (outermost first) around a last step.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const compose = <Req, R>(middleware: ReadonlyArray<Middleware<Req>>, last: Step<R>): Step<R | Req> =>
+  middleware.reduceRight<Step<R | Req>>((next, m) => m(next), last)
