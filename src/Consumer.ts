@@ -22,7 +22,7 @@
  */
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream"
 import type { Subscription } from "@nats-io/nats-core"
-import { Duration, Effect, Fiber, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import { Chunk, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import * as DeadLetter from "./DeadLetter.js"
 import { Dedup } from "./Dedup.js"
 import type * as Handler from "./Handler.js"
@@ -234,20 +234,20 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     }
 
     const worker = (index: number) => {
-      const queue = queues[queues.length === 1 ? 0 : index]!
-      const loop: Effect.Effect<void> = Effect.flatMap(Queue.takeBetween(queue, 1, 64), (chunk) => {
-        let stopped = false
+      const ordered = queues.length > 1
+      const queue = queues[ordered ? index : 0]!
+      // a dedicated queue (ordered mode) is taken in chunks; a shared one a message at a time,
+      // so that one worker never holds messages others could run
+      const loop: Effect.Effect<void> = Effect.flatMap(Queue.takeBetween(queue, 1, ordered ? 64 : 1), (chunk) => {
+        const items = Chunk.toReadonlyArray(chunk)
+        const stopAt = items.indexOf(Stop)
+        const run = stopAt === -1 ? items : items.slice(0, stopAt)
         return Effect.zipRight(
-          Effect.forEach(chunk, (item) => {
-            if (item === Stop || stopped) {
-              // put back what follows the stop marker for another worker (shared queue)
-              if (item !== Stop) return Queue.offer(queue, item)
-              stopped = true
-              return Effect.void
-            }
-            return Effect.asVoid(process(item, index))
-          }, { discard: true }),
-          Effect.suspend(() => stopped ? Effect.void : loop)
+          Effect.forEach(run as ReadonlyArray<JsMsg>, (msg) => process(msg, index), { discard: true }),
+          stopAt === -1
+            ? loop
+            // keep what followed this worker's stop marker (only possible on a dedicated queue)
+            : Queue.offerAll(queue, items.slice(stopAt + 1))
         )
       })
       return loop

@@ -344,10 +344,11 @@ export const decode = (settings: Settings): Middleware => (next) => (d) => {
  * @category middleware
  */
 export const retry = (settings: Settings): Middleware => {
-  const schedule = settings.retry.pipe(Schedule.tapOutput(() => Metric.increment(Metrics.retried)))
   const retryable = (e: unknown) => !settings.isPermanent(e)
-  return (next) => (d) =>
-    next(d).pipe(
+  return (next) => (d) => {
+    let attempt = 0
+    const run = Effect.suspend(() => attempt++ === 0 ? next(d) : Effect.zipRight(Metric.increment(Metrics.retried), next(d)))
+    return run.pipe(
       Effect.catchAllDefect((defect) =>
         Effect.fail(
           new Handler.HandlerDefect({
@@ -356,7 +357,7 @@ export const retry = (settings: Settings): Middleware => {
           })
         )
       ),
-      Effect.retry({ schedule, while: retryable }),
+      Effect.retry({ schedule: settings.retry, while: retryable }),
       Effect.catchAll((error) => {
         if (settings.isPermanent(error)) {
           return Effect.succeed(Outcome.deadLetter("Permanent", errorTag(error), errorMessage(error)))
@@ -374,6 +375,7 @@ export const retry = (settings: Settings): Middleware => {
         )
       })
     )
+  }
 }
 
 /**

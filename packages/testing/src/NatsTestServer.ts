@@ -12,6 +12,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Context, Data, Effect, Layer, Schedule, type Scope } from "effect"
+import { JetStream, NatsClient, type NatsError } from "effect-nats"
 import { markOwner, stopOrphan, sweepStale, trackDir, untrackDir } from "./internal/cleanup.js"
 import * as Containers from "./internal/containers.js"
 import { dockerAnswers, firstLine, freePort, hostPort } from "./internal/net.js"
@@ -612,3 +613,33 @@ export const make = (options: Options = {}): Effect.Effect<NatsTestServer["Type"
  */
 export const layer = (options: Options = {}): Layer.Layer<NatsTestServer, NatsTestServerError> =>
   Layer.scoped(NatsTestServer, make(options))
+
+/**
+ * A test server plus a {@link NatsClient.NatsClient} connected to it and
+ * {@link JetStream.JetStream}: what most tests need.
+ *
+ * @example
+ * ```ts
+ * import { layer } from "@effect/vitest"
+ * import { NatsTestServer } from "@effect-nats/testing"
+ *
+ * layer(NatsTestServer.layerJetStream(), { excludeTestServices: true })((it) => {
+ *   // it.effect(...) with NatsClient, JetStream and NatsTestServer available
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerJetStream = (
+  options: Options = {},
+  client: Omit<NatsClient.Options, "servers"> = {}
+): Layer.Layer<
+  NatsTestServer | NatsClient.NatsClient | JetStream.JetStream,
+  NatsTestServerError | NatsError.NatsError
+> => {
+  const connected = Layer.unwrapEffect(
+    Effect.map(NatsTestServer, (s) => NatsClient.layer({ drainTimeout: "5 seconds", ...client, servers: s.url }))
+  )
+  return JetStream.layer.pipe(Layer.provideMerge(connected), Layer.provideMerge(layer(options)))
+}
