@@ -21,5 +21,6 @@ const project = (name: string, root: string) =>
 export default [
   project("core", "."),
   project("testing", "packages/testing"),
-  project("sql", "packages/sql")
+  project("sql", "packages/sql"),
+  project("example-quickstart", "examples/quickstart")
 ]
