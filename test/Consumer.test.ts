@@ -1,7 +1,7 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { headers } from "@nats-io/nats-core"
-import { Effect, Exit, Metric, Ref, Schedule, Scope } from "effect"
-import { Consumer, DeadLetter, Envelope, Handler, JetStream, Metrics, Publisher } from "effect-nats"
+import { Clock, Duration, Effect, Exit, Layer, Metric, Ref, Schedule, Scope } from "effect"
+import { Consumer, DeadLetter, Envelope, Handler, JetStream, Metrics, Middleware, Publisher } from "effect-nats"
 import { billingStream, eventually, InvoiceIssued, PaymentReceived, PipelineLive, unique } from "./utils.js"
 
 const count = (metric: Metric.Metric.Counter<number>) => Effect.map(Metric.value(metric), (s) => s.count)
@@ -305,6 +305,54 @@ describe("Consumer", () => {
         expect(m!.header.get("Content-Type")).toBe("application/json")
         const h = headers()
         expect(h.get("traceparent")).toBe("")
+      }))
+  })
+})
+
+describe("Consumer keep-alive and metrics", () => {
+  layer(PipelineLive, { excludeTestServices: true, timeout: "30 seconds" })((it) => {
+    it.scoped("a handler running longer than ack_wait keeps its message with working(): no redelivery", () =>
+      Effect.gen(function*() {
+        const stream = yield* billingStream
+        const js = yield* JetStream.JetStream
+        const publisher = yield* Publisher.Publisher
+        const durable = unique("slow")
+        const deliveries = yield* Ref.make<Array<number>>([])
+        const consumedBefore = yield* count(Metrics.consumed)
+        const ackedBefore = yield* count(Metrics.acked)
+        const durationsBefore = (yield* Metric.value(Metrics.handlerDuration)).count
+        yield* Consumer.make({
+          stream,
+          durable,
+          ackWait: "1 second",
+          handlers: [
+            Handler.make(InvoiceIssued, () =>
+              Effect.zipRight(Ref.update(deliveries, (xs) => [...xs, Date.now()]), Effect.sleep("2500 millis")))
+          ]
+        })
+        yield* publisher.publish(InvoiceIssued, { invoiceId: "slow-1", amount: 1 })
+        yield* eventually(Effect.map(js.consumerInfo(stream, durable), (i) => i.num_ack_pending === 0 && i.delivered.stream_seq === 1))
+        expect((yield* Ref.get(deliveries)).length).toBe(1)
+        const info = yield* js.consumerInfo(stream, durable)
+        expect(info.num_redelivered).toBe(0)
+        expect((yield* count(Metrics.consumed)) - consumedBefore).toBe(1)
+        expect((yield* count(Metrics.acked)) - ackedBefore).toBe(1)
+        const durations = yield* Metric.value(Metrics.handlerDuration)
+        expect(durations.count - durationsBefore).toBe(1)
+        expect(durations.max).toBeGreaterThanOrEqual(2500)
+      }), { timeout: 20_000 })
+  })
+})
+
+describe("Middleware.redeliveryDelay", () => {
+  layer(Layer.empty)((it) => {
+    it.effect("is the redelivery Schedule's delay at the delivery count, computed without sleeping", () =>
+      Effect.gen(function*() {
+        const policy = Schedule.exponential("1 second").pipe(Schedule.either(Schedule.spaced("5 seconds")))
+        const delays = yield* Effect.forEach([1, 2, 3, 4, 5], (n) => Middleware.redeliveryDelay(policy, n))
+        expect(delays.map(Duration.toMillis)).toEqual([1000, 2000, 4000, 5000, 5000])
+        // TestClock has not moved: nothing slept
+        expect(yield* Clock.currentTimeMillis).toBe(0)
       }))
   })
 })
