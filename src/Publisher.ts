@@ -22,6 +22,7 @@ import {
   Schedule,
   Schema
 } from "effect"
+import * as DeadLetter from "./DeadLetter.js"
 import * as Envelope from "./Envelope.js"
 import type * as Event from "./Event.js"
 import { JetStream } from "./JetStream.js"
@@ -94,6 +95,8 @@ export class PublishError extends Data.TaggedError("PublishError")<{
   readonly messageId: string
   readonly message: string
   readonly envelope?: unknown
+  /** Set when the message was kept in the dead-letter stream (see {@link layerWithDeadLetter}). */
+  readonly deadLetterSeq?: number | undefined
   readonly cause: ParseResult.ParseError | NatsError.NatsError
 }> {}
 
@@ -252,7 +255,7 @@ const encoder = new TextEncoder()
  * @since 0.1.0
  * @category constructors
  */
-export const make = (options: Options = {}) =>
+export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["Type"]) =>
   Effect.gen(function*() {
     const js = yield* JetStream
     const retry = options.retry ?? defaultRetry
@@ -289,15 +292,33 @@ export const make = (options: Options = {}) =>
         Effect.map((ack: PubAck): Ack => ({ id: message.id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate })),
         Effect.tap(() => Metric.increment(Metrics.published)),
         Effect.tapError(() => Metric.increment(Metrics.publishFailed)),
-        Effect.mapError((cause) =>
-          new PublishError({
-            reason: "Failed",
-            subject: message.subject,
-            messageId: message.id,
-            envelope: message.payload,
-            message: `publish ${message.id} to ${message.subject} failed: ${cause.message}`,
-            cause
-          })
+        Effect.catchAll((cause) =>
+          Effect.flatMap(
+            deadLetter === undefined ? Effect.succeed(undefined) : deadLetter.send({
+              subject: message.subject,
+              headers: h,
+              data: payload,
+              reason: "PublishFailed",
+              errorTag: cause._tag,
+              errorMessage: cause.message,
+              attempts: 1,
+              id: `publish:${message.id}`
+            }).pipe(Effect.orElseSucceed(() => undefined)),
+            (deadLetterSeq) =>
+              Effect.fail(
+                new PublishError({
+                  reason: "Failed",
+                  subject: message.subject,
+                  messageId: message.id,
+                  envelope: message.payload,
+                  deadLetterSeq,
+                  message: `publish ${message.id} to ${message.subject} failed: ${cause.message}${
+                    deadLetterSeq === undefined ? "" : ` (kept as dead letter ${deadLetterSeq})`
+                  }`,
+                  cause
+                })
+              )
+          )
         )
       )
     }
@@ -348,3 +369,15 @@ export const entry = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, met
  */
 export const layer = (options: Options = {}): Layer.Layer<Publisher, never, JetStream> =>
   Layer.effect(Publisher, make(options))
+
+/**
+ * A publisher that keeps a message it could not publish (after the retries)
+ * in the dead-letter stream, with reason `PublishFailed`, so it can be
+ * replayed later. The publish still fails with a {@link PublishError} whose
+ * `deadLetterSeq` says where the message was kept.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWithDeadLetter = (options: Options = {}): Layer.Layer<Publisher, never, JetStream | DeadLetter.DeadLetter> =>
+  Layer.effect(Publisher, Effect.flatMap(DeadLetter.DeadLetter, (dlq) => make(options, dlq)))

@@ -1,15 +1,15 @@
 import { NatsTestServer } from "@effect-nats/testing"
 import { describe, expect, layer } from "@effect/vitest"
 import { Effect, Fiber, Layer, Metric, Schedule, Schema } from "effect"
-import { Event, JetStream, Metrics, Publisher } from "effect-nats"
+import { DeadLetter, Event, JetStream, Metrics, Publisher } from "effect-nats"
 import { InvoiceIssued, unique } from "./utils.js"
 
 const count = (metric: Metric.Metric.Counter<number>) => Effect.map(Metric.value(metric), (s) => s.count)
 
-const Live = Publisher.layer({
+const Live = Layer.mergeAll(DeadLetter.layer(), Publisher.layer({
   timeout: "500 millis",
   retry: Schedule.spaced("100 millis").pipe(Schedule.intersect(Schedule.recurs(40)))
-}).pipe(Layer.provideMerge(NatsTestServer.layerJetStream(
+})).pipe(Layer.provideMerge(NatsTestServer.layerJetStream(
   { sources: ["binary"] },
   { reconnectTimeWait: "50 millis", reconnectJitter: "0 millis" }
 )))
@@ -51,6 +51,21 @@ describe("Publisher", () => {
         expect(error.cause._tag).toBe("NatsNoRespondersError")
         expect(JSON.parse(String(error.envelope))).toMatchObject({ id: error.messageId, data: { n: 1 } })
         expect((yield* count(Metrics.publishFailed)) - failedBefore).toBe(1)
+      }))
+
+    it.effect("with layerWithDeadLetter, a message that cannot be published is kept in the DLQ for replay", () =>
+      Effect.gen(function*() {
+        const Orphan = Event.make({ type: "nowhere.thing.happened", aggregate: "Thing", schema: Schema.Struct({ n: Schema.Number }) })
+        const error = yield* Effect.flatMap(Publisher.Publisher, (p) => p.publish(Orphan, { n: 7 })).pipe(
+          Effect.provide(Publisher.layerWithDeadLetter({ retry: Schedule.recurs(1), timeout: "200 millis" })),
+          Effect.flip
+        )
+        expect(error.deadLetterSeq).toBeDefined()
+        const entry = yield* Effect.flatMap(DeadLetter.DeadLetter, (dlq) => dlq.get(error.deadLetterSeq!))
+        expect(entry.subject).toBe("dlq.nowhere")
+        expect(entry.record.reason).toBe("PublishFailed")
+        expect(entry.record.errorTag).toBe("NatsNoRespondersError")
+        expect(entry.record.envelope).toMatchObject({ id: error.messageId, data: { n: 7 } })
       }))
 
     it.effect("data that does not match the Schema is a PublishError with reason Encode", () =>
