@@ -356,3 +356,37 @@ describe("Middleware.redeliveryDelay", () => {
       }))
   })
 })
+
+describe("Consumer pipeline customisation and the max-deliveries watcher", () => {
+  layer(PipelineLive, { excludeTestServices: true, timeout: "30 seconds" })((it) => {
+    it.scoped("user middleware runs in the pipeline; messages nobody settles are copied to the DLQ when the server gives up", () =>
+      Effect.gen(function*() {
+        const stream = yield* billingStream
+        const dlq = yield* DeadLetter.DeadLetter
+        const publisher = yield* Publisher.Publisher
+        const seen = yield* Ref.make<Array<number>>([])
+        // a middleware of our own, recording delivery counts
+        const record: Middleware.Middleware = (next) => (d) =>
+          Effect.zipRight(Ref.update(seen, (xs) => [...xs, d.deliveryCount]), next(d))
+        yield* Consumer.make({
+          stream,
+          durable: unique("crashy"),
+          ackWait: "1 second",
+          maxDeliver: 2,
+          // no settle stage: like a worker that crashes on the message every time
+          pipeline: (m) => [record, m.decode],
+          handlers: [Handler.make(InvoiceIssued, () => Effect.void)]
+        })
+        const ack = yield* publisher.publish(InvoiceIssued, { invoiceId: "crash-1", amount: 1 })
+        yield* eventually(
+          Effect.map(dlq.list({ context: "billing" }), (xs) => xs.some((x) => x.record.stream === stream && x.record.sequence === ack.seq)),
+          "20 seconds"
+        )
+        // the server delivered max_deliver = maxDeliver + 1 times
+        expect(yield* Ref.get(seen)).toEqual([1, 2, 3])
+        const entry = (yield* dlq.list({ context: "billing" })).find((x) => x.record.stream === stream)!
+        expect(entry.record.reason).toBe("MaxDeliveries")
+        expect(entry.record.envelope).toMatchObject({ id: ack.id })
+      }), { timeout: 30_000 })
+  })
+})
