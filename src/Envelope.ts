@@ -92,11 +92,20 @@ export interface Encoded<I> {
 
 const NonEmpty = Schema.String.pipe(Schema.minLength(1))
 
+/** A message id: no line breaks, no leading or trailing whitespace (it is also the `Nats-Msg-Id` header). */
+const MessageId = Schema.String.pipe(Schema.pattern(/^\S(?:[^\r\n]*\S)?$/u))
+
+/** An ISO 8601 date-time with a zone, as a `DateTime.Utc`. */
+const Timestamp = Schema.compose(
+  Schema.String.pipe(Schema.pattern(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/i)),
+  Schema.DateTimeUtc
+)
+
 const metadataFields = {
-  id: NonEmpty,
+  id: MessageId,
   type: NonEmpty,
   source: Schema.optional(Schema.String),
-  timestamp: Schema.DateTimeUtc,
+  timestamp: Timestamp,
   correlationId: NonEmpty,
   causationId: Schema.optional(Schema.String),
   aggregateId: Schema.String,
@@ -144,7 +153,8 @@ export const makeId = (nowMillis: number): string => uuidv7(nowMillis)
 const safeHeaderValue = /^[\x20-\x7e]{1,1024}$/
 
 const setSafe = (h: MsgHdrs, name: string, value: string | undefined): void => {
-  if (value !== undefined && safeHeaderValue.test(value)) h.set(name, value)
+  // nats.js trims header values: leave out what would not arrive as written
+  if (value !== undefined && safeHeaderValue.test(value) && value.trim() === value) h.set(name, value)
 }
 
 /**

@@ -66,7 +66,7 @@ export interface ConsumerSpec {
   readonly description?: string | undefined
   /** One subject filter (several need nats-server 2.10). */
   readonly filterSubject?: string | undefined
-  /** Default 30 seconds. */
+  /** Default 30 seconds; with a `backoff`, the server uses `backoff[0]` instead. */
   readonly ackWait?: Duration.DurationInput | undefined
   /** Default -1 (unlimited). */
   readonly maxDeliver?: number | undefined
@@ -101,7 +101,8 @@ export type Ensured<Info> =
 export class JetStreamProvisionError extends Data.TaggedError("JetStreamProvisionError")<{
   readonly reason: "IncompatibleChange" | "NotApplied" | "Rejected"
   readonly kind: "stream" | "consumer"
-  readonly name: string
+  /** The stream, or `<stream>/<durable>`. */
+  readonly resource: string
   readonly fields: ReadonlyArray<string>
   readonly message: string
   readonly cause?: unknown
@@ -166,7 +167,8 @@ export const consumerConfig = (spec: ConsumerSpec): Fields => {
   const c: Fields = {
     durable_name: spec.durable,
     ack_policy: AckPolicy.Explicit,
-    ack_wait: nanosOf(spec.ackWait ?? "30 seconds"),
+    // the server sets ack_wait to backoff[0] when a backoff is given
+    ack_wait: nanosOf(spec.backoff?.[0] ?? spec.ackWait ?? "30 seconds"),
     max_deliver: spec.maxDeliver ?? -1,
     max_ack_pending: spec.maxAckPending ?? 1000,
     deliver_policy: {
@@ -209,7 +211,17 @@ export const make = Effect.gen(function*() {
   const nc = nats.connection
   const manager = yield* Effect.tryPromise({
     try: () => jetstreamManager(nc),
-    catch: NatsError.fromCause("JetStream.manager", undefined, nats.servers)
+    catch: (cause) => {
+      const e = NatsError.fromCause("JetStream.manager", undefined, nats.servers)(cause)
+      return e._tag === "NatsNoRespondersError"
+        ? new NatsError.NatsNoRespondersError({
+          method: "JetStream.manager",
+          subject: "$JS.API.INFO",
+          message: `JetStream is not available on ${nats.servers}: no responders on $JS.API.INFO (is JetStream enabled?)`,
+          cause
+        })
+        : e
+    }
   })
   const client = jetstream(nc)
 
@@ -240,7 +252,7 @@ export const make = Effect.gen(function*() {
           new JetStreamProvisionError({
             reason: "NotApplied",
             kind: args.kind,
-            name: args.name,
+            resource: args.name,
             fields: missing,
             message: `${args.kind} ${args.name}: the server did not apply ${
               missing.join(", ")
@@ -254,7 +266,7 @@ export const make = Effect.gen(function*() {
           ? new JetStreamProvisionError({
             reason: "Rejected",
             kind: args.kind,
-            name: args.name,
+            resource: args.name,
             fields: [],
             message: `${args.kind} ${args.name}: the server rejected the configuration: ${e.message}`,
             cause
@@ -276,7 +288,7 @@ export const make = Effect.gen(function*() {
         return yield* new JetStreamProvisionError({
           reason: "IncompatibleChange",
           kind: args.kind,
-          name: args.name,
+          resource: args.name,
           fields: incompatible,
           message: `${args.kind} ${args.name}: cannot change ${incompatible.join(", ")} of an existing ${args.kind}; ` +
             `delete and recreate it, or use a new name`
@@ -287,7 +299,14 @@ export const make = Effect.gen(function*() {
         catch: (cause) => {
           const e = rejected(cause)
           return e._tag === "JetStreamProvisionError"
-            ? new JetStreamProvisionError({ ...e, reason: "IncompatibleChange", fields: changed })
+            ? new JetStreamProvisionError({
+              reason: "IncompatibleChange",
+              kind: e.kind,
+              resource: e.resource,
+              fields: changed,
+              message: e.message,
+              cause: e.cause
+            })
             : e
         }
       }).pipe(Effect.flatMap(verify))

@@ -150,6 +150,9 @@ const serverList = (servers: Options["servers"]): Array<string> => {
   return trimmed.length > 0 ? trimmed : [defaultServers]
 }
 
+/** Hide credentials written into a server URL (`nats://user:pass@host` → `nats://***@host`). */
+const redactUrl = (url: string): string => url.replace(/^((?:[a-z][a-z0-9+.-]*:\/\/)?)[^@/]*@/i, "$1***@")
+
 const compareVersions = (a: string, b: string): number => {
   const pa = a.replace(/^v/, "").split(/[.-]/).map((n) => Number.parseInt(n, 10) || 0)
   const pb = b.replace(/^v/, "").split(/[.-]/).map((n) => Number.parseInt(n, 10) || 0)
@@ -181,7 +184,7 @@ const toConnectionOptions = Effect.fnUntraced(function*(options: Options, server
         new NatsError.NatsConnectionError({
           reason: "ConnectFailed",
           method: "NatsClient.connect",
-          servers: servers.join(","),
+          servers: servers.map(redactUrl).join(","),
           message: `cannot read creds file ${file}: ${cause instanceof Error ? cause.message : String(cause)}`,
           cause
         })
@@ -210,7 +213,7 @@ const toConnectionOptions = Effect.fnUntraced(function*(options: Options, server
 export const make = (options: Options = {}) =>
   Effect.gen(function*() {
     const servers = serverList(options.servers)
-    const serversText = servers.join(",")
+    const serversText = servers.map(redactUrl).join(",")
     const opts = yield* toConnectionOptions(options, servers)
     const drainTimeout = options.drainTimeout ?? "10 seconds"
 
