@@ -31,6 +31,7 @@ import * as Metrics from "./Metrics.js"
 import * as Middleware from "./Middleware.js"
 import { NatsClient } from "./NatsClient.js"
 import * as NatsError from "./NatsError.js"
+import * as Tracing from "./Tracing.js"
 
 /**
  * Consumer options.
@@ -187,6 +188,7 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
       ack: options.ack ?? "fast",
       // term(reason) is ignored by servers before 2.10.4 (the message is redelivered)
       termWithReason: yield* nats.serverAtLeast("2.10.4"),
+      tracing: yield* Tracing.isRecording,
       deadLetter,
       dedup
     }

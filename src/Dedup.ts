@@ -11,10 +11,17 @@
  * bucket, atomic across processes), and SQL in `@effect-nats/sql` (the dedup
  * row commits in the same transaction as the handler's own writes).
  *
+ * A consumer picks the `Dedup` service up from its context: provide one of
+ * these layers and every message goes through claim / commit / release; a
+ * duplicate is acked and counted (`Metrics.duplicatesSkipped`), not handled.
+ *
  * @since 0.1.0
  */
-import { Clock, Context, Data, Duration, Effect, Layer } from "effect"
+import { JetStreamApiCodes, JetStreamApiError, StorageType } from "@nats-io/jetstream"
+import { type KV, type KvEntry, Kvm } from "@nats-io/kv"
+import { Clock, Context, Data, Duration, Effect, Layer, Option } from "effect"
 import type * as Envelope from "./Envelope.js"
+import { JetStream } from "./JetStream.js"
 
 /**
  * The result of a claim.
@@ -29,12 +36,15 @@ import type * as Envelope from "./Envelope.js"
 export type ClaimResult = "Claimed" | "Duplicate" | "InProgress"
 
 /**
- * A dedup store failed.
+ * A dedup store failed (`reason: "Store"`), or a commit found the key
+ * committed by a concurrent worker (`reason: "Conflict"`, SQL stores: the
+ * transaction is rolled back; the retried message is then a duplicate).
  *
  * @since 0.1.0
  * @category errors
  */
 export class DedupError extends Data.TaggedError("DedupError")<{
+  readonly reason: "Store" | "Conflict"
   readonly method: string
   readonly message: string
   readonly cause?: unknown
@@ -169,3 +179,167 @@ export const makeMemory = (options: MemoryOptions = {}) =>
  */
 export const layerMemory = (options: MemoryOptions = {}): Layer.Layer<Dedup> =>
   Layer.effect(Dedup, makeMemory(options))
+
+/**
+ * Options of the NATS KV store.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface KvOptions extends Options {
+  /** The KV bucket (default `"effect-nats-dedup"`); created if missing, an existing bucket keeps its own settings. */
+  readonly bucket?: string | undefined
+  /** Bucket storage: `"file"` (default) or `"memory"`. */
+  readonly storage?: "file" | "memory" | undefined
+  /** Bucket replicas (default 1; 3 on a cluster). */
+  readonly replicas?: number | undefined
+}
+
+/** What a KV entry of the dedup bucket holds. */
+type KvValue =
+  | { readonly state: "claimed"; readonly expiresAt: number }
+  | { readonly state: "committed"; readonly at: number }
+
+const parseKvValue = (entry: KvEntry): KvValue | undefined => {
+  try {
+    const v = entry.json<unknown>()
+    if (typeof v !== "object" || v === null || !("state" in v)) return undefined
+    if (v.state === "committed" && "at" in v && typeof v.at === "number") return { state: "committed", at: v.at }
+    if (v.state === "claimed" && "expiresAt" in v && typeof v.expiresAt === "number") {
+      return { state: "claimed", expiresAt: v.expiresAt }
+    }
+    return undefined
+  } catch {
+    return undefined
+  }
+}
+
+const isWrongLastSequence = (u: unknown): boolean =>
+  u instanceof JetStreamApiError &&
+  (u.code === JetStreamApiCodes.StreamWrongLastSequence || u.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+
+const storeError = (method: string, cause: unknown) =>
+  new DedupError({
+    reason: "Store",
+    method,
+    message: `Dedup.${method}: ${cause instanceof Error ? cause.message : String(cause)}`,
+    cause
+  })
+
+/** Run a KV write; `None` when the expected revision did not match (someone else wrote first). */
+const kvWrite = (method: string, write: () => Promise<number>): Effect.Effect<Option.Option<number>, DedupError> =>
+  Effect.tryPromise({ try: write, catch: (cause) => cause }).pipe(
+    Effect.map(Option.some),
+    Effect.catchAll((cause) => isWrongLastSequence(cause) ? Effect.succeedNone : Effect.fail(storeError(method, cause)))
+  )
+
+/**
+ * A store on a NATS KV bucket, shared by every consumer instance.
+ *
+ * - a claim is an atomic `create` of the key, whose value holds the lease
+ *   expiry (`{ state: "claimed", expiresAt }`): of two workers claiming at
+ *   once, exactly one gets `Claimed`. Per-key TTLs need nats-server 2.11, so
+ *   an expired claim is taken over with an optimistic `update(key, value,
+ *   revision)`: again exactly one worker wins;
+ * - commit writes `{ state: "committed" }`; the bucket's `max_age` is the
+ *   `retention`, so a committed key is forgotten `retention` after its commit;
+ * - release deletes the claim, only if it is still the revision this worker
+ *   wrote.
+ *
+ * Keys are stored base64url-encoded, so any key (dots, colons, wildcards) is
+ * valid. Lease expiry compares the workers' clocks: keep them in sync to well
+ * under `leaseTtl`, and choose a `leaseTtl` longer than a handler runs.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeKv = (options: KvOptions = {}): Effect.Effect<Dedup["Type"], DedupError, JetStream> =>
+  Effect.gen(function*() {
+    const js = yield* JetStream
+    const leaseMs = Duration.toMillis(options.leaseTtl ?? "1 minute")
+    const retentionMs = Duration.toMillis(options.retention ?? "24 hours")
+    const bucket = options.bucket ?? "effect-nats-dedup"
+    const kv: KV = yield* Effect.tryPromise({
+      try: () =>
+        new Kvm(js.client).create(bucket, {
+          ttl: retentionMs,
+          history: 1,
+          storage: options.storage === "memory" ? StorageType.Memory : StorageType.File,
+          replicas: options.replicas ?? 1
+        }),
+      catch: (cause) => storeError("open", cause)
+    })
+    const encode = (key: string) => Buffer.from(key, "utf8").toString("base64url")
+    // revisions of the claims this instance holds, so release only removes its own claim
+    const owned = new Map<string, number>()
+
+    const get = (k: string) =>
+      Effect.tryPromise({ try: () => kv.get(k), catch: (cause) => storeError("claim", cause) })
+
+    const claim = (key: string): Effect.Effect<ClaimResult, DedupError> =>
+      Effect.gen(function*() {
+        const k = encode(key)
+        // a key can vanish (aged out, released) between two steps: look again, a few times
+        for (let attempt = 0; attempt < 3; attempt++) {
+          const now = yield* Clock.currentTimeMillis
+          const value = JSON.stringify({ state: "claimed", expiresAt: now + leaseMs } satisfies KvValue)
+          const created = yield* kvWrite("claim", () => kv.create(k, value))
+          if (Option.isSome(created)) {
+            owned.set(key, created.value)
+            return "Claimed"
+          }
+          const entry = yield* get(k)
+          if (entry === null || entry.operation !== "PUT") continue
+          const current = parseKvValue(entry)
+          if (current === undefined) {
+            return yield* storeError("claim", `key ${key} of bucket ${bucket} holds an unexpected value`)
+          }
+          if (current.state === "committed") return "Duplicate"
+          if (current.expiresAt > now) return "InProgress"
+          // the claim expired (its worker crashed): take it over, unless another worker does first
+          const taken = yield* kvWrite("claim", () => kv.update(k, value, entry.revision))
+          if (Option.isNone(taken)) return "InProgress"
+          owned.set(key, taken.value)
+          return "Claimed"
+        }
+        return "InProgress"
+      })
+
+    const commit = (key: string) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.tryPromise({
+          try: () => kv.put(encode(key), JSON.stringify({ state: "committed", at: now } satisfies KvValue)),
+          catch: (cause) => storeError("commit", cause)
+        })).pipe(Effect.zipRight(Effect.sync(() => owned.delete(key))), Effect.asVoid)
+
+    const release = (key: string) =>
+      Effect.suspend(() => {
+        const revision = owned.get(key)
+        owned.delete(key)
+        return revision === undefined
+          ? Effect.void
+          : Effect.asVoid(kvWrite("release", () => kv.delete(encode(key), { previousSeq: revision }).then(() => revision)))
+      })
+
+    return Dedup.of({ key: keyOf(options.key ?? "id"), claim, commit, release, transaction: (self) => self })
+  })
+
+/**
+ * The NATS KV store as a layer (needs {@link JetStream}).
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { Consumer, Dedup } from "effect-nats"
+ *
+ * // every instance of the consumer shares the bucket: a message is handled once
+ * const PaymentsLive = Consumer.layer({ stream: "BILLING", durable: "payments", handlers: [onIssued] }).pipe(
+ *   Layer.provide(Dedup.layerKv({ bucket: "payments-dedup", leaseTtl: "30 seconds", retention: "7 days" }))
+ * )
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerKv = (options: KvOptions = {}): Layer.Layer<Dedup, DedupError, JetStream> =>
+  Layer.effect(Dedup, makeKv(options))

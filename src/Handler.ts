@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Data, Effect, type ParseResult, Predicate, Schema } from "effect"
+import { Data, Effect, Either, type ParseResult, Predicate, Schema } from "effect"
 import type * as Envelope from "./Envelope.js"
 import type * as Event from "./Event.js"
 
@@ -65,14 +65,27 @@ export type Context<H> = H extends Handler<infer _E, infer R> ? R : never
 export const make = <Type extends string, A, I, RS, E, R>(
   event: Event.Event<Type, A, I, RS>,
   handle: (envelope: Envelope.Envelope<A>) => Effect.Effect<void, E, R>
-): Handler<E, R | RS> => ({
-  type: event.type,
-  event,
-  decode: Schema.decodeUnknown(event.envelope, { errors: "all" }) as (
-    u: unknown
-  ) => Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError, RS>,
-  handle: handle as (envelope: Envelope.Envelope<unknown>) => Effect.Effect<void, E, R>
-})
+): Handler<E, R | RS> => {
+  // compiled once: synchronous when the Schema allows it, else the effectful decoder
+  const decodeEither = Schema.decodeUnknownEither(event.envelope as Schema.Schema<Envelope.Envelope<A>, Envelope.Encoded<I>>, {
+    errors: "all"
+  })
+  const decodeEffect = Schema.decodeUnknown(event.envelope, { errors: "all" })
+  const decode = (u: unknown): Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError, RS> => {
+    const result = decodeEither(u)
+    return Either.isRight(result)
+      ? Effect.succeed(result.right)
+      : result.left.issue._tag === "Forbidden"
+      ? decodeEffect(u)
+      : Effect.fail(result.left)
+  }
+  return {
+    type: event.type,
+    event,
+    decode,
+    handle: handle as (envelope: Envelope.Envelope<unknown>) => Effect.Effect<void, E, R>
+  }
+}
 
 /**
  * Marks a failure as permanent: the message is dead-lettered at once instead

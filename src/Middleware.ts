@@ -134,6 +134,8 @@ export interface Settings {
   readonly maxMessageBytes: number
   readonly ack: "fast" | "confirm"
   readonly termWithReason: boolean
+  /** Create the per-message CONSUMER spans (see `Tracing.isRecording`). */
+  readonly tracing: boolean
   readonly deadLetter: DeadLetter.DeadLetter["Type"]
   readonly dedup: Option.Option<Dedup.Dedup["Type"]>
 }
@@ -244,6 +246,7 @@ const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect
  * @category middleware
  */
 export const trace = (settings: Settings): Middleware => {
+  if (!settings.tracing) return (next) => next
   const base = new Map<string, Record<string, unknown>>()
   const attributesFor = (subject: string) => {
     let a = base.get(subject)
@@ -345,36 +348,45 @@ export const decode = (settings: Settings): Middleware => (next) => (d) => {
  */
 export const retry = (settings: Settings): Middleware => {
   const retryable = (e: unknown) => !settings.isPermanent(e)
+  const asFailure = <A, R>(self: Effect.Effect<A, unknown, R>) =>
+    Effect.catchAllDefect(self, (defect) =>
+      Effect.fail(
+        new Handler.HandlerDefect({
+          message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect),
+          cause: defect
+        })
+      ))
   return (next) => (d) => {
-    let attempt = 0
-    const run = Effect.suspend(() => attempt++ === 0 ? next(d) : Effect.zipRight(Metric.increment(Metrics.retried), next(d)))
-    return run.pipe(
-      Effect.catchAllDefect((defect) =>
-        Effect.fail(
-          new Handler.HandlerDefect({
-            message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect),
-            cause: defect
-          })
-        )
-      ),
-      Effect.retry({ schedule: settings.retry, while: retryable }),
-      Effect.catchAll((error) => {
-        if (settings.isPermanent(error)) {
-          return Effect.succeed(Outcome.deadLetter("Permanent", errorTag(error), errorMessage(error)))
+    const giveUp = (error: unknown) => {
+      if (settings.isPermanent(error)) {
+        return Effect.succeed(Outcome.deadLetter("Permanent", errorTag(error), errorMessage(error)))
+      }
+      if (d.deliveryCount >= settings.maxDeliver) {
+        return Effect.succeed(Outcome.deadLetter(
+          "MaxDeliveries",
+          errorTag(error),
+          `failed ${d.deliveryCount} deliveries; last error: ${errorMessage(error)}`
+        ))
+      }
+      return Effect.map(
+        redeliveryDelay(settings.redelivery, d.deliveryCount),
+        (delay) => Outcome.nak(delay, errorMessage(error))
+      )
+    }
+    // the first attempt runs as it is; the retry machinery is only built after a failure,
+    // and the schedule sees that first failure as if Effect.retry had run it
+    return Effect.catchAll(asFailure(next(d)), (first) => {
+      if (!retryable(first)) return giveUp(first)
+      let replayed = false
+      const attempt = Effect.suspend(() => {
+        if (!replayed) {
+          replayed = true
+          return Effect.fail(first)
         }
-        if (d.deliveryCount >= settings.maxDeliver) {
-          return Effect.succeed(Outcome.deadLetter(
-            "MaxDeliveries",
-            errorTag(error),
-            `failed ${d.deliveryCount} deliveries; last error: ${errorMessage(error)}`
-          ))
-        }
-        return Effect.map(
-          redeliveryDelay(settings.redelivery, d.deliveryCount),
-          (delay) => Outcome.nak(delay, errorMessage(error))
-        )
+        return Effect.zipRight(Metric.increment(Metrics.retried), asFailure(next(d)))
       })
-    )
+      return attempt.pipe(Effect.retry({ schedule: settings.retry, while: retryable }), Effect.catchAll(giveUp))
+    })
   }
 }
 

@@ -6,7 +6,8 @@
  * @since 0.1.0
  */
 import { Match, type MsgHdrs } from "@nats-io/nats-core"
-import { Option, Tracer } from "effect"
+import { Effect, Option, Tracer } from "effect"
+import { globalValue } from "effect/GlobalValue"
 
 /**
  * Span attribute keys (OpenTelemetry messaging semantic conventions).
@@ -76,3 +77,16 @@ export const extract = (headers: MsgHdrs | undefined): Option.Option<Tracer.Exte
   const value = headers.get("traceparent", Match.IgnoreCase)
   return value === "" ? Option.none() : parseTraceparent(value)
 }
+
+const nativeTracer = globalValue(Symbol.for("effect-nats/Tracing/nativeTracer"), () => Effect.runSync(Effect.tracer))
+
+/**
+ * Is a tracer installed that records spans (anything but Effect's built-in
+ * default, e.g. @effect/opentelemetry)? The toolkit's per-message spans are
+ * only created when one is: without it they would cost time and record
+ * nothing.
+ *
+ * @since 0.1.0
+ * @category tracing
+ */
+export const isRecording: Effect.Effect<boolean> = Effect.map(Effect.tracer, (t) => t !== nativeTracer)

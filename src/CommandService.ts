@@ -1,0 +1,594 @@
+/**
+ * A command service: each command (and query) handler is an endpoint of a
+ * NATS micro service (ADR-32) in a queue group, so instances share the load
+ * and `$SRV.PING` / `$SRV.INFO` / `$SRV.STATS` discovery works with any
+ * micro client (`nats micro ls`, nats.go `micro`, nats.js `@nats-io/services`).
+ *
+ * Per request: decode (a malformed request gets a `400` naming every invalid
+ * field), run the handler with the request in context (`RequestContext`,
+ * `Envelope.withCausation` so published events are caused by the request and
+ * share its correlation id, a SERVER span parented on the caller's
+ * `traceparent`), then encode the success or the typed failure. A defect
+ * becomes a `500` whose details are logged, never sent.
+ *
+ * @since 0.1.0
+ */
+import { headers as natsHeaders, type Msg, nuid, type Subscription } from "@nats-io/nats-core"
+import {
+  Cause,
+  Clock,
+  Context,
+  DateTime,
+  Duration,
+  Effect,
+  Either,
+  FiberSet,
+  Layer,
+  Option,
+  ParseResult,
+  Runtime,
+  Schema,
+  type Scope
+} from "effect"
+import * as Command from "./Command.js"
+import * as Envelope from "./Envelope.js"
+import * as micro from "./internal/micro.js"
+import { uuidv7 } from "./internal/uuid.js"
+import { NatsClient } from "./NatsClient.js"
+import * as NatsError from "./NatsError.js"
+import * as Tracing from "./Tracing.js"
+
+/**
+ * The request being handled: its ids, who sent it, and when.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Request {
+  /** The request id (from the request metadata, or generated). Events published by the handler have it as causation id. */
+  readonly id: string
+  readonly subject: string
+  readonly kind: Command.Kind
+  readonly service: string
+  readonly aggregate: string
+  readonly command: string
+  readonly aggregateId: string | undefined
+  readonly correlationId: string
+  readonly causationId: string | undefined
+  readonly userId: string | undefined
+  /** When the client sent it (or when it arrived, if the client did not say). */
+  readonly timestamp: DateTime.Utc
+  /** The raw NATS headers, if any. */
+  readonly headers: Readonly<Record<string, string>>
+}
+
+/**
+ * The request being handled, available to the handler and everything it calls.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CommandService } from "effect-nats"
+ *
+ * const whoAsked = Effect.map(CommandService.RequestContext, (r) => r.userId ?? "anonymous")
+ * ```
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class RequestContext extends Context.Tag("effect-nats/CommandService/RequestContext")<RequestContext, Request>() {}
+
+/**
+ * A handler bound to its command.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Handler<R> {
+  readonly command: Command.Any
+  readonly handle: (payload: unknown, request: Request) => Effect.Effect<unknown, unknown, R>
+}
+
+/**
+ * Any handler.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AnyHandler = Handler<never> | Handler<unknown>
+
+/**
+ * The context a handler (or a union of handlers) needs.
+ *
+ * @since 0.1.0
+ * @category type-level
+ */
+export type HandlerContext<H> = H extends Handler<infer R> ? R : never
+
+/**
+ * Bind a handler to a command or query. It receives the decoded payload and
+ * the request, and returns the success value or one of the command's typed
+ * failures. Anything else must be handled (or made a defect: a `500`).
+ * `RequestContext` is provided.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CommandService, Publisher } from "effect-nats"
+ * import { PayInvoice, InvoiceNotFound, InvoicePaid } from "./billing.js"
+ *
+ * const pay = CommandService.handler(PayInvoice, (payload, request) =>
+ *   Effect.gen(function*() {
+ *     if (request.aggregateId === undefined) return yield* new InvoiceNotFound({ invoiceId: "" })
+ *     const publisher = yield* Publisher.Publisher
+ *     // caused by the request, same correlation id
+ *     yield* publisher.publish(InvoicePaid, { invoiceId: request.aggregateId, amount: payload.amount })
+ *     return { paid: payload.amount }
+ *   }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const handler = <C extends Command.Any, R>(
+  command: C,
+  handle: (payload: Command.Payload<C>, request: Request) => Effect.Effect<Command.Success<C>, Command.Error<C>, R>
+): Handler<Exclude<R, RequestContext> | Command.Context<C>> => ({
+  command,
+  handle: handle as (payload: unknown, request: Request) => Effect.Effect<unknown, unknown, Exclude<R, RequestContext>>
+})
+
+/**
+ * Options of a service.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options<H extends ReadonlyArray<AnyHandler>> {
+  /** The micro service name (`A-Z a-z 0-9 - _`), shown by `$SRV.INFO`. */
+  readonly name: string
+  /** SemVer. */
+  readonly version: string
+  readonly description?: string | undefined
+  /** Default `"q"`, the micro protocol's default. Instances in one group share the requests. */
+  readonly queueGroup?: string | undefined
+  readonly metadata?: Readonly<Record<string, string>> | undefined
+  readonly commands: H
+  /** How long the stop waits for requests in flight before interrupting them (default 10 s). */
+  readonly stopTimeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * A running service instance.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Instance {
+  /** The instance id (a nuid), as in `$SRV.<VERB>.<name>.<id>`. */
+  readonly id: string
+  readonly name: string
+  /** What `$SRV.INFO` answers. */
+  readonly info: Effect.Effect<InfoResponse>
+  /** What `$SRV.STATS` answers now. */
+  readonly stats: Effect.Effect<StatsResponse>
+}
+
+/**
+ * The `$SRV.PING` response (`io.nats.micro.v1.ping_response`).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const PingResponse = micro.PingResponse
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type PingResponse = micro.PingResponse
+
+/**
+ * The `$SRV.INFO` response (`io.nats.micro.v1.info_response`).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const InfoResponse = micro.InfoResponse
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type InfoResponse = micro.InfoResponse
+
+/**
+ * The `$SRV.STATS` response (`io.nats.micro.v1.stats_response`); times are
+ * nanoseconds, as in the Go and JS micro libraries.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const StatsResponse = micro.StatsResponse
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type StatsResponse = micro.StatsResponse
+
+/**
+ * Micro protocol header names of an error response.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const ErrorHeaders = { message: micro.ErrorHeader, code: micro.ErrorCodeHeader } as const
+
+interface Outcome {
+  readonly result?: unknown
+  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown }
+}
+
+interface Compiled<R> {
+  readonly command: Command.Any
+  readonly endpoint: micro.Endpoint
+  readonly decodeRequest: (u: unknown) => Effect.Effect<
+    { readonly aggregateId?: string | undefined; readonly payload: unknown; readonly metadata?: typeof Command.RequestMetadata.Type | undefined },
+    ParseResult.ParseError,
+    R
+  >
+  readonly encodeSuccess: (a: unknown) => Effect.Effect<unknown, ParseResult.ParseError, R>
+  readonly encodeFailure: (e: unknown) => Effect.Effect<unknown, ParseResult.ParseError, R>
+  readonly isFailure: (u: unknown) => boolean
+  readonly handle: (payload: unknown, request: Request) => Effect.Effect<unknown, unknown, R>
+  readonly spanAttributes: Record<string, unknown>
+}
+
+const textEncoder = new TextEncoder()
+const textDecoder = new TextDecoder()
+
+const headerSafe = (s: string): string => {
+  // eslint-disable-next-line no-control-regex
+  const line = s.replace(/[\u0000-\u001f\u007f]+/g, " ").trim()
+  return line.length > 512 ? line.slice(0, 511) + "…" : line || "error"
+}
+
+const badRequest = (message: string, details?: unknown): Outcome => ({
+  error: { code: Command.ErrorCodes.badRequest, message, ...(details !== undefined ? { details } : {}) }
+})
+
+const internalError: Outcome = { error: { code: Command.ErrorCodes.internal, message: "internal error" } }
+
+const issuesOf = (error: ParseResult.ParseError) =>
+  ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
+    path: issue.path.map((p) => typeof p === "symbol" ? String(p) : p),
+    message: issue.message
+  }))
+
+const describeIssues = (issues: ReadonlyArray<{ readonly path: ReadonlyArray<string | number>; readonly message: string }>) =>
+  issues.map((i) => `${i.path.length > 0 ? i.path.join(".") : "(root)"}: ${i.message}`).join("; ")
+
+const unsubscribe = (s: Subscription): void => {
+  try {
+    if (!s.isClosed()) s.unsubscribe()
+  } catch {
+    // the connection is already closed
+  }
+}
+
+const headerRecord = (msg: Msg): Record<string, string> => {
+  const out: Record<string, string> = {}
+  if (msg.headers) for (const [k, v] of msg.headers) out[k] = v[0] ?? ""
+  return out
+}
+
+const compile = <R>(h: Handler<R>, queueGroup: string): Compiled<R> => {
+  const command = h.command
+  const isFailure = Schema.is(Schema.typeSchema(command.failure as Schema.Schema.Any))
+  return {
+    command,
+    endpoint: new micro.Endpoint(command.endpoint, command.subject, queueGroup, {
+      kind: command.kind,
+      aggregate: command.aggregate,
+      command: command.name
+    }),
+    decodeRequest: Schema.decodeUnknown(Command.request(command.payload), { errors: "all" }) as Compiled<R>["decodeRequest"],
+    encodeSuccess: Schema.encodeUnknown(command.success) as Compiled<R>["encodeSuccess"],
+    encodeFailure: Schema.encodeUnknown(command.failure as Schema.Schema.Any) as Compiled<R>["encodeFailure"],
+    isFailure: (u) => isFailure(u),
+    handle: h.handle,
+    spanAttributes: {
+      [Tracing.Attributes.system]: "nats",
+      [Tracing.Attributes.destination]: command.subject,
+      [Tracing.Attributes.operationType]: "process",
+      [Tracing.Attributes.operationName]: "process",
+      [Tracing.Attributes.consumerGroup]: queueGroup
+    }
+  }
+}
+
+/**
+ * Run one request: decode, handle, encode. Never fails: every problem is an
+ * error outcome (400 / 500 / 503 / the typed failure's code).
+ */
+const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number): Effect.Effect<Outcome & { readonly request?: Request }, never, R> =>
+  Effect.gen(function*() {
+    let json: unknown
+    try {
+      json = JSON.parse(textDecoder.decode(msg.data))
+    } catch (e) {
+      return badRequest(`invalid JSON: ${e instanceof Error ? e.message : String(e)}`)
+    }
+    const decoded = yield* Effect.either(c.decodeRequest(json))
+    if (Either.isLeft(decoded)) {
+      const issues = issuesOf(decoded.left)
+      return badRequest(`invalid request: ${describeIssues(issues)}`, { issues })
+    }
+    const body = decoded.right
+    const meta = body.metadata
+    const id = meta?.requestId ?? uuidv7(nowMillis)
+    const request: Request = {
+      id,
+      subject: msg.subject,
+      kind: c.command.kind,
+      service: c.command.service,
+      aggregate: c.command.aggregate,
+      command: c.command.name,
+      aggregateId: body.aggregateId,
+      correlationId: meta?.correlationId ?? id,
+      causationId: meta?.causationId,
+      userId: meta?.userId,
+      timestamp: meta?.timestamp ?? DateTime.unsafeMake(nowMillis),
+      headers: headerRecord(msg)
+    }
+    yield* Effect.annotateCurrentSpan({
+      [Tracing.Attributes.messageId]: id,
+      [Tracing.Attributes.conversationId]: request.correlationId
+    })
+    const exit = yield* c.handle(body.payload, request).pipe(
+      Effect.flatMap(c.encodeSuccess),
+      Effect.provideService(RequestContext, request),
+      Envelope.withCausation({ id, correlationId: request.correlationId }),
+      Effect.exit
+    )
+    if (exit._tag === "Success") return { request, result: exit.value }
+    const failure = Cause.failureOption(exit.cause)
+    if (Option.isSome(failure) && c.isFailure(failure.value)) {
+      const error = failure.value as Command.Failure & { readonly message?: unknown }
+      const details = yield* Effect.either(c.encodeFailure(error))
+      if (Either.isRight(details)) {
+        const message = typeof error.message === "string" && error.message.length > 0 ? error.message : error._tag
+        return { request, error: { code: String(error.code), message, details: details.right } }
+      }
+      yield* Effect.logError(`CommandService: cannot encode the failure of ${c.command.subject}`, details.left)
+      return { request, ...internalError }
+    }
+    if (Cause.isInterruptedOnly(exit.cause)) {
+      return { request, error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } }
+    }
+    yield* Effect.logError(`CommandService: ${c.command.subject} failed unexpectedly`, exit.cause).pipe(
+      Effect.annotateLogs({ requestId: id, correlationId: request.correlationId })
+    )
+    return { request, ...internalError }
+  })
+
+const respond = (
+  c: Compiled<unknown>,
+  msg: Msg,
+  outcome: Outcome & { readonly request?: Request },
+  started: bigint,
+  nowMillis: number
+): { readonly lastError: string | undefined; readonly encodeError: unknown } => {
+  const nanos = process.hrtime.bigint() - started
+  let error = outcome.error
+  const metadata = {
+    requestId: outcome.request?.id,
+    correlationId: outcome.request?.correlationId ?? "",
+    timestamp: new Date(nowMillis).toISOString(),
+    durationMs: Number(nanos) / 1e6
+  }
+  let payload: string
+  let encodeError: unknown
+  try {
+    payload = JSON.stringify(error === undefined ? { success: true, result: outcome.result, metadata } : { success: false, error, metadata })
+  } catch (e) {
+    // an encoded value that is not JSON (a bigint, a cycle): a 500, logged by the caller
+    encodeError = e
+    error = internalError.error
+    payload = JSON.stringify({ success: false, error, metadata })
+  }
+  let h: ReturnType<typeof natsHeaders> | undefined
+  if (error !== undefined) {
+    h = natsHeaders()
+    h.set(micro.ErrorHeader, headerSafe(error.message))
+    h.set(micro.ErrorCodeHeader, headerSafe(error.code))
+  }
+  const lastError = error === undefined ? undefined : `${error.code}:${headerSafe(error.message)}`
+  c.endpoint.record(nanos, lastError)
+  if (msg.reply) msg.respond(textEncoder.encode(payload), h ? { headers: h } : undefined)
+  return { lastError, encodeError }
+}
+
+/**
+ * Start a service instance in the current scope. Closing the scope stops it:
+ * the endpoint subscriptions are drained (no new requests), requests in
+ * flight finish (bounded by `stopTimeout`, then interrupted and answered
+ * `503`), then the discovery subscriptions go.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CommandService } from "effect-nats"
+ * import { pay, getInvoice } from "./handlers.js"
+ *
+ * const program = Effect.gen(function*() {
+ *   const instance = yield* CommandService.make({ name: "billing", version: "1.0.0", commands: [pay, getInvoice] })
+ *   yield* Effect.log(`billing ${instance.id} up`)
+ *   yield* Effect.never
+ * }).pipe(Effect.scoped)
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <const H extends ReadonlyArray<AnyHandler>>(
+  options: Options<H>
+): Effect.Effect<Instance, NatsError.NatsError, NatsClient | Scope.Scope | HandlerContext<H[number]>> =>
+  Effect.gen(function*() {
+    type R = HandlerContext<H[number]>
+    const nats = yield* NatsClient
+    const nc = nats.connection
+    if (!micro.validName.test(options.name)) {
+      return yield* Effect.dieMessage(`CommandService.make: invalid service name ${JSON.stringify(options.name)} (A-Z, a-z, 0-9, '-', '_')`)
+    }
+    if (!micro.validVersion.test(options.version)) {
+      return yield* Effect.dieMessage(`CommandService.make: version ${JSON.stringify(options.version)} is not SemVer`)
+    }
+    const queueGroup = options.queueGroup ?? micro.defaultQueueGroup
+    const compiled = options.commands.map((h) => compile(h as Handler<R>, queueGroup))
+    const subjects = new Set<string>()
+    for (const c of compiled) {
+      if (subjects.has(c.command.subject)) {
+        return yield* Effect.dieMessage(`CommandService.make: two handlers for ${c.command.subject}`)
+      }
+      subjects.add(c.command.subject)
+    }
+    const stopTimeout = options.stopTimeout ?? "10 seconds"
+    const config: micro.ServiceConfig = {
+      name: options.name,
+      id: nuid.next(),
+      version: options.version,
+      description: options.description ?? "",
+      metadata: options.metadata ?? {},
+      started: new Date(yield* Clock.currentTimeMillis).toISOString(),
+      endpoints: compiled.map((c) => c.endpoint)
+    }
+    const runtime = yield* Effect.runtime<never>()
+    const logSubscriptionError = (subject: string, error: Error) =>
+      Runtime.runFork(runtime)(Effect.logError(`CommandService ${options.name}: subscription error on ${subject}`, error))
+
+    // finalizers run in reverse: endpoints drain, in-flight requests finish, discovery stops, leftovers are interrupted
+    const fibers = yield* FiberSet.make<void, never>()
+    const run = yield* FiberSet.runtime(fibers)<R>()
+
+    yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => micro.subscribeControl(nc, config, logSubscriptionError),
+        catch: NatsError.fromCause("CommandService.make", micro.apiPrefix, nats.servers)
+      }),
+      (subs) => Effect.sync(() => subs.forEach(unsubscribe))
+    )
+
+    yield* Effect.addFinalizer(() =>
+      // finalizers are uninterruptible: make the wait interruptible so that the timeout can end it
+      Effect.interruptible(FiberSet.awaitEmpty(fibers)).pipe(
+        Effect.timeoutOption(stopTimeout),
+        Effect.flatMap((done) =>
+          Option.isNone(done)
+            ? Effect.logWarning(
+              `CommandService ${options.name}: requests still running after ${Duration.format(stopTimeout)}; interrupting`
+            )
+            : Effect.void
+        )
+      )
+    )
+
+    const serve = (c: Compiled<R>, msg: Msg): Effect.Effect<void, never, R> =>
+      Effect.suspend(() => {
+        const started = process.hrtime.bigint()
+        const reply = (outcome: Outcome & { readonly request?: Request }) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.try(() => respond(c as Compiled<unknown>, msg, outcome, started, now))).pipe(
+            Effect.flatMap(({ encodeError, lastError }) =>
+              Effect.all([
+                lastError === undefined ? Effect.void : Effect.annotateCurrentSpan("error.type", lastError),
+                encodeError === undefined
+                  ? Effect.void
+                  : Effect.logError(`CommandService: the response of ${c.command.subject} is not JSON`, encodeError)
+              ])
+            ),
+            Effect.catchAll((e) => Effect.logWarning(`CommandService: cannot respond on ${c.command.subject}`, e))
+          )
+        return Clock.currentTimeMillis.pipe(
+          Effect.flatMap((now) => handleRequest(c, msg, now)),
+          Effect.onInterrupt(() => reply({ error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } })),
+          Effect.flatMap(reply),
+          Effect.withSpan(c.command.subject, {
+            kind: "server",
+            captureStackTrace: false,
+            attributes: c.spanAttributes,
+            // without a traceparent, a new trace (not a child of whatever span started the service)
+            ...Option.match(Tracing.extract(msg.headers), {
+              onNone: () => ({ root: true }),
+              onSome: (parent) => ({ parent })
+            })
+          }),
+          Effect.asVoid
+        )
+      })
+
+    const endpointSubs: Array<Subscription> = []
+    yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => {
+          for (const c of compiled) {
+            endpointSubs.push(nc.subscribe(c.command.subject, {
+              queue: queueGroup,
+              callback: (err, msg) => {
+                if (err !== null) {
+                  c.endpoint.fail(`500:${headerSafe(err.message)}`)
+                  logSubscriptionError(c.command.subject, err)
+                  return
+                }
+                run(serve(c, msg))
+              }
+            }))
+          }
+        },
+        catch: NatsError.fromCause("CommandService.make", undefined, nats.servers)
+      }).pipe(Effect.tapError(() => Effect.sync(() => endpointSubs.forEach(unsubscribe)))),
+      () =>
+        Effect.forEach(endpointSubs, (s) => Effect.promise(() => s.drain().catch(() => unsubscribe(s))), {
+          concurrency: "unbounded",
+          discard: true
+        }).pipe(
+          Effect.interruptible,
+          Effect.timeoutOption(stopTimeout),
+          Effect.ensuring(Effect.sync(() => endpointSubs.forEach(unsubscribe))),
+          Effect.ignore
+        )
+    )
+    yield* nats.flush
+
+    return {
+      id: config.id,
+      name: config.name,
+      info: Effect.sync(() => micro.info(config)),
+      stats: Effect.sync(() => micro.stats(config))
+    } satisfies Instance
+  })
+
+/**
+ * The service as a layer: started when the layer is built, stopped
+ * gracefully when its scope closes.
+ *
+ * @example
+ * ```ts
+ * import { Layer } from "effect"
+ * import { CommandService, NatsClient, Publisher } from "effect-nats"
+ * import { pay, getInvoice } from "./handlers.js"
+ *
+ * const BillingLive = CommandService.layer({
+ *   name: "billing",
+ *   version: "1.0.0",
+ *   description: "invoices and payments",
+ *   commands: [pay, getInvoice]
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = <const H extends ReadonlyArray<AnyHandler>>(
+  options: Options<H>
+): Layer.Layer<never, NatsError.NatsError, NatsClient | HandlerContext<H[number]>> => Layer.scopedDiscard(make(options))
