@@ -24,6 +24,7 @@ import type * as DeadLetter from "./DeadLetter.js"
 import type * as Dedup from "./Dedup.js"
 import * as Envelope from "./Envelope.js"
 import * as Handler from "./Handler.js"
+import { retryOnFailure } from "./internal/retry.js"
 import * as Metrics from "./Metrics.js"
 import * as Tracing from "./Tracing.js"
 
@@ -373,20 +374,11 @@ export const retry = (settings: Settings): Middleware => {
         (delay) => Outcome.nak(delay, errorMessage(error))
       )
     }
-    // the first attempt runs as it is; the retry machinery is only built after a failure,
-    // and the schedule sees that first failure as if Effect.retry had run it
-    return Effect.catchAll(asFailure(next(d)), (first) => {
-      if (!retryable(first)) return giveUp(first)
-      let replayed = false
-      const attempt = Effect.suspend(() => {
-        if (!replayed) {
-          replayed = true
-          return Effect.fail(first)
-        }
-        return Effect.zipRight(Metric.increment(Metrics.retried), asFailure(next(d)))
-      })
-      return attempt.pipe(Effect.retry({ schedule: settings.retry, while: retryable }), Effect.catchAll(giveUp))
-    })
+    return retryOnFailure(asFailure(next(d)), {
+      schedule: settings.retry,
+      while: retryable,
+      onRetry: Metric.increment(Metrics.retried)
+    }).pipe(Effect.catchAll(giveUp))
   }
 }
 

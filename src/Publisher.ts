@@ -23,6 +23,7 @@ import {
   Schema
 } from "effect"
 import * as DeadLetter from "./DeadLetter.js"
+import { retryOnFailure } from "./internal/retry.js"
 import * as Envelope from "./Envelope.js"
 import type * as Event from "./Event.js"
 import { JetStream } from "./JetStream.js"
@@ -284,11 +285,12 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
       const h = natsHeaders()
       for (const k in message.headers) h.set(k, message.headers[k]!)
       const payload = encoder.encode(message.payload)
-      return Effect.tryPromise({
+      const attempt = Effect.tryPromise({
         try: () => js.client.publish(message.subject, payload, { msgID: message.id, headers: h, timeout }),
         catch: NatsError.fromCause("Publisher.publish", message.subject)
-      }).pipe(
-        Effect.retry({ schedule: retry, while: NatsError.isTransient }),
+      })
+      return attempt.pipe(
+        (self) => retryOnFailure(self, { schedule: retry, while: NatsError.isTransient }),
         Effect.map((ack: PubAck): Ack => ({ id: message.id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate })),
         Effect.tap(() => Metric.increment(Metrics.published)),
         Effect.tapError(() => Metric.increment(Metrics.publishFailed)),
@@ -323,16 +325,21 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
       )
     }
 
+    // spans only when a tracer records them (checked per call: tracing layers may be provided late)
+    const traced = <A, E, R>(subject: string, self: Effect.Effect<A, E, R>) =>
+      Effect.flatMap(Tracing.isRecording, (recording) =>
+        recording ? Effect.withSpan(self, `publish ${subject}`, spanFor(subject)) : self)
+
     const publishMessage = (message: OutgoingMessage) =>
-      Effect.tap(send(message), (ack) => Effect.annotateCurrentSpan(Tracing.Attributes.messageId, ack.id)).pipe(
-        Effect.withSpan(`publish ${message.subject}`, spanFor(message.subject))
-      )
+      traced(message.subject, Effect.tap(send(message), (ack) => Effect.annotateCurrentSpan(Tracing.Attributes.messageId, ack.id)))
 
     const publish = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta?: Meta) =>
-      build(event, data, meta, options.source).pipe(
-        Effect.tap((message) => Effect.annotateCurrentSpan(Tracing.Attributes.messageId, message.id)),
-        Effect.flatMap(send),
-        Effect.withSpan(`publish ${event.subject}`, spanFor(event.subject))
+      traced(
+        event.subject,
+        build(event, data, meta, options.source).pipe(
+          Effect.tap((message) => Effect.annotateCurrentSpan(Tracing.Attributes.messageId, message.id)),
+          Effect.flatMap(send)
+        )
       )
 
     const publishAll = <R>(entries: Iterable<Entry<R>>) =>
