@@ -22,5 +22,7 @@ export default [
   project("core", "."),
   project("testing", "packages/testing"),
   project("sql", "packages/sql"),
+  project("cli", "packages/cli"),
+  project("opentelemetry", "packages/opentelemetry"),
   project("example-quickstart", "examples/quickstart")
 ]
