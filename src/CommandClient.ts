@@ -5,6 +5,11 @@
  * micro-protocol discovery (`ping` / `info` / `stats`) and a core-NATS
  * `subscribe` for the events the services publish.
  *
+ * Each call is a CLIENT span `send <subject>` whose `traceparent` goes with
+ * the request; correlation and causation default to the message being
+ * handled (`Envelope.current`), so a command sent from a handler continues
+ * its flow.
+ *
  * @since 0.1.0
  */
 import { createInbox, Empty, headers as natsHeaders, type Msg } from "@nats-io/nats-core"
@@ -308,7 +313,10 @@ const decodeResponse = (command: Command.Any, codecs: Codecs, msg: Msg) =>
       )
       return { result, metadata: response.metadata }
     }
-    const error = response.error ?? { code: msg.headers?.get(micro.ErrorCodeHeader) ?? "", message: msg.headers?.get(micro.ErrorHeader) ?? "" }
+    const error = response.error ?? {
+      code: msg.headers?.get(micro.ErrorCodeHeader) ?? "",
+      message: msg.headers?.get(micro.ErrorHeader) ?? ""
+    }
     const typed = error.details === undefined ? Option.none() : yield* Effect.option(codecs.decodeFailure(error.details))
     if (Option.isSome(typed)) return yield* Effect.fail(typed.value)
     return yield* new CommandServiceError({

@@ -1,15 +1,26 @@
 /**
  * A command service: each command (and query) handler is an endpoint of a
  * NATS micro service (ADR-32) in a queue group, so instances share the load
- * and `$SRV.PING` / `$SRV.INFO` / `$SRV.STATS` discovery works with any
- * micro client (`nats micro ls`, nats.go `micro`, nats.js `@nats-io/services`).
+ * and `$SRV.PING` / `$SRV.INFO` / `$SRV.STATS` discovery answers in the
+ * `io.nats.micro.v1` format of the stock micro libraries (checked against
+ * nats.go's `micro` types in test/go/microclient).
  *
  * Per request: decode (a malformed request gets a `400` naming every invalid
  * field), run the handler with the request in context (`RequestContext`,
  * `Envelope.withCausation` so published events are caused by the request and
- * share its correlation id, a SERVER span parented on the caller's
- * `traceparent`), then encode the success or the typed failure. A defect
- * becomes a `500` whose details are logged, never sent.
+ * share its correlation id, a SERVER span named after the subject and
+ * parented on the caller's `traceparent`), then encode the success or the
+ * typed failure. A defect becomes a `500` whose details are logged, never
+ * sent.
+ *
+ * Statistics follow the Go and JS micro libraries: per endpoint
+ * `num_requests`, `num_errors` (every error response: typed failures, 400,
+ * 500, 503), `last_error` as `"<code>:<message>"`, and `processing_time` /
+ * `average_processing_time` in nanoseconds (measured with `process.hrtime`).
+ *
+ * Keep command and query subjects out of JetStream stream subjects: a stream
+ * on `billing.>` would store `billing.command.…` requests and answer them with
+ * a PubAck before the service does.
  *
  * @since 0.1.0
  */
@@ -58,7 +69,7 @@ export interface Request {
   readonly userId: string | undefined
   /** When the client sent it (or when it arrived, if the client did not say). */
   readonly timestamp: DateTime.Utc
-  /** The raw NATS headers, if any. */
+  /** The NATS headers of the request (first value of each). */
   readonly headers: Readonly<Record<string, string>>
 }
 
@@ -95,7 +106,7 @@ export interface Handler<R> {
  * @since 0.1.0
  * @category models
  */
-export type AnyHandler = Handler<never> | Handler<unknown>
+export type AnyHandler = Handler<unknown>
 
 /**
  * The context a handler (or a union of handlers) needs.
@@ -121,8 +132,8 @@ export type HandlerContext<H> = H extends Handler<infer R> ? R : never
  *   Effect.gen(function*() {
  *     if (request.aggregateId === undefined) return yield* new InvoiceNotFound({ invoiceId: "" })
  *     const publisher = yield* Publisher.Publisher
- *     // caused by the request, same correlation id
- *     yield* publisher.publish(InvoicePaid, { invoiceId: request.aggregateId, amount: payload.amount })
+ *     // caused by the request, same correlation id; a failed publish is a defect here (a 500)
+ *     yield* Effect.orDie(publisher.publish(InvoicePaid, { invoiceId: request.aggregateId, amount: payload.amount }))
  *     return { paid: payload.amount }
  *   }))
  * ```
@@ -226,18 +237,21 @@ export type StatsResponse = micro.StatsResponse
 export const ErrorHeaders = { message: micro.ErrorHeader, code: micro.ErrorCodeHeader } as const
 
 interface Outcome {
+  readonly request?: Request
   readonly result?: unknown
   readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown }
+}
+
+interface DecodedRequest {
+  readonly aggregateId?: string | undefined
+  readonly payload: unknown
+  readonly metadata?: typeof Command.RequestMetadata.Type | undefined
 }
 
 interface Compiled<R> {
   readonly command: Command.Any
   readonly endpoint: micro.Endpoint
-  readonly decodeRequest: (u: unknown) => Effect.Effect<
-    { readonly aggregateId?: string | undefined; readonly payload: unknown; readonly metadata?: typeof Command.RequestMetadata.Type | undefined },
-    ParseResult.ParseError,
-    R
-  >
+  readonly decodeRequest: (u: unknown) => Effect.Effect<DecodedRequest, ParseResult.ParseError, R>
   readonly encodeSuccess: (a: unknown) => Effect.Effect<unknown, ParseResult.ParseError, R>
   readonly encodeFailure: (e: unknown) => Effect.Effect<unknown, ParseResult.ParseError, R>
   readonly isFailure: (u: unknown) => boolean
@@ -312,7 +326,7 @@ const compile = <R>(h: Handler<R>, queueGroup: string): Compiled<R> => {
  * Run one request: decode, handle, encode. Never fails: every problem is an
  * error outcome (400 / 500 / 503 / the typed failure's code).
  */
-const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number): Effect.Effect<Outcome & { readonly request?: Request }, never, R> =>
+const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number): Effect.Effect<Outcome, never, R> =>
   Effect.gen(function*() {
     let json: unknown
     try {
@@ -374,9 +388,9 @@ const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number): Effect.E
   })
 
 const respond = (
-  c: Compiled<unknown>,
+  endpoint: micro.Endpoint,
   msg: Msg,
-  outcome: Outcome & { readonly request?: Request },
+  outcome: Outcome,
   started: bigint,
   nowMillis: number
 ): { readonly lastError: string | undefined; readonly encodeError: unknown } => {
@@ -391,7 +405,9 @@ const respond = (
   let payload: string
   let encodeError: unknown
   try {
-    payload = JSON.stringify(error === undefined ? { success: true, result: outcome.result, metadata } : { success: false, error, metadata })
+    payload = JSON.stringify(
+      error === undefined ? { success: true, result: outcome.result, metadata } : { success: false, error, metadata }
+    )
   } catch (e) {
     // an encoded value that is not JSON (a bigint, a cycle): a 500, logged by the caller
     encodeError = e
@@ -405,7 +421,7 @@ const respond = (
     h.set(micro.ErrorCodeHeader, headerSafe(error.code))
   }
   const lastError = error === undefined ? undefined : `${error.code}:${headerSafe(error.message)}`
-  c.endpoint.record(nanos, lastError)
+  endpoint.record(nanos, lastError)
   if (msg.reply) msg.respond(textEncoder.encode(payload), h ? { headers: h } : undefined)
   return { lastError, encodeError }
 }
@@ -440,7 +456,9 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
     const nats = yield* NatsClient
     const nc = nats.connection
     if (!micro.validName.test(options.name)) {
-      return yield* Effect.dieMessage(`CommandService.make: invalid service name ${JSON.stringify(options.name)} (A-Z, a-z, 0-9, '-', '_')`)
+      return yield* Effect.dieMessage(
+        `CommandService.make: invalid service name ${JSON.stringify(options.name)} (A-Z, a-z, 0-9, '-', '_')`
+      )
     }
     if (!micro.validVersion.test(options.version)) {
       return yield* Effect.dieMessage(`CommandService.make: version ${JSON.stringify(options.version)} is not SemVer`)
@@ -497,8 +515,9 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
     const serve = (c: Compiled<R>, msg: Msg): Effect.Effect<void, never, R> =>
       Effect.suspend(() => {
         const started = process.hrtime.bigint()
-        const reply = (outcome: Outcome & { readonly request?: Request }) =>
-          Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.try(() => respond(c as Compiled<unknown>, msg, outcome, started, now))).pipe(
+        const reply = (outcome: Outcome) =>
+          Clock.currentTimeMillis.pipe(
+            Effect.flatMap((now) => Effect.try(() => respond(c.endpoint, msg, outcome, started, now))),
             Effect.flatMap(({ encodeError, lastError }) =>
               Effect.all([
                 lastError === undefined ? Effect.void : Effect.annotateCurrentSpan("error.type", lastError),

@@ -212,7 +212,7 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
       return queues[hash(key) % queues.length]!
     }
 
-    const process = (msg: JsMsg, worker: number) => {
+    const handleOne = (msg: JsMsg, worker: number) => {
       const info = msg.info
       current[worker] = { msg, started: performance.now() }
       return step({
@@ -245,7 +245,7 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
         const stopAt = items.indexOf(Stop)
         const run = stopAt === -1 ? items : items.slice(0, stopAt)
         return Effect.zipRight(
-          Effect.forEach(run as ReadonlyArray<JsMsg>, (msg) => process(msg, index), { discard: true }),
+          Effect.forEach(run as ReadonlyArray<JsMsg>, (msg) => handleOne(msg, index), { discard: true }),
           stopAt === -1
             ? loop
             // keep what followed this worker's stop marker (only possible on a dedicated queue)
@@ -345,11 +345,14 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         stopping = true
-        yield* Effect.promise(() => messages.close().catch(() => undefined)).pipe(Effect.timeoutOption("5 seconds"))
+        yield* Effect.promise(() => messages.close().catch(() => undefined)).pipe(
+          Effect.interruptible,
+          Effect.timeoutOption("5 seconds")
+        )
         for (const queue of queues) {
           yield* Queue.offerAll(queue, Array.from({ length: queues.length === 1 ? concurrency : 1 }, () => Stop))
         }
-        const finished = yield* Fiber.joinAll(workers).pipe(Effect.timeoutOption(drainTimeout))
+        const finished = yield* Fiber.joinAll(workers).pipe(Effect.interruptible, Effect.timeoutOption(drainTimeout))
         if (Option.isNone(finished)) {
           yield* Effect.logWarning(
             `Consumer ${options.durable}: handlers still running after ${Duration.format(Duration.decode(drainTimeout))}; interrupting them`

@@ -404,7 +404,14 @@ export const dedup = (settings: Settings): Middleware => {
           return Effect.succeed(Outcome.nak(Duration.seconds(1), `key ${key} is being handled elsewhere`))
         case "Claimed":
           return store.transaction(Effect.tap(next(d), () => store.commit(key))).pipe(
-            Effect.onError(() => Effect.ignore(store.release(key)))
+            Effect.onError(() => Effect.ignore(store.release(key))),
+            // another worker committed the same key first (SQL stores): its effect stands, ours rolled back
+            Effect.catchIf(
+              (e): e is Dedup.DedupError =>
+                typeof e === "object" && e !== null && "_tag" in e && e._tag === "DedupError" && "reason" in e &&
+                e.reason === "Conflict",
+              () => Effect.succeed(Outcome.duplicate)
+            )
           )
       }
     })

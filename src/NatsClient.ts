@@ -234,13 +234,15 @@ export const make = (options: Options = {}) =>
       (nc) =>
         Effect.gen(function*() {
           if (nc.isClosed()) return
+          // finalizers are uninterruptible: make the wait interruptible so the timeout can fire
           const drained = yield* Effect.tryPromise(() => nc.drain()).pipe(
+            Effect.interruptible,
             Effect.timeoutOption(drainTimeout),
             Effect.orElseSucceed(() => Option.none())
           )
           if (Option.isNone(drained) && !nc.isClosed()) {
             yield* Effect.logWarning(`NatsClient: drain did not finish within ${Duration.format(drainTimeout)}; closing`)
-            yield* Effect.promise(() => nc.close()).pipe(Effect.timeoutOption("2 seconds"))
+            yield* Effect.promise(() => nc.close()).pipe(Effect.interruptible, Effect.timeoutOption("2 seconds"))
           }
         })
     )

@@ -5,6 +5,12 @@
  */
 
 /** @since 0.1.0 */
+export * as Command from "./Command.js"
+/** @since 0.1.0 */
+export * as CommandClient from "./CommandClient.js"
+/** @since 0.1.0 */
+export * as CommandService from "./CommandService.js"
+/** @since 0.1.0 */
 export * as Consumer from "./Consumer.js"
 /** @since 0.1.0 */
 export * as DeadLetter from "./DeadLetter.js"
@@ -26,6 +32,10 @@ export * as Middleware from "./Middleware.js"
 export * as NatsClient from "./NatsClient.js"
 /** @since 0.1.0 */
 export * as NatsError from "./NatsError.js"
+/** @since 0.1.0 */
+export * as Outbox from "./Outbox.js"
+/** @since 0.1.0 */
+export * as OutboxRelay from "./OutboxRelay.js"
 /** @since 0.1.0 */
 export * as Publisher from "./Publisher.js"
 /** @since 0.1.0 */

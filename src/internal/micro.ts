@@ -28,7 +28,7 @@ export const verbs: ReadonlyArray<Verb> = ["PING", "INFO", "STATS"]
 
 /** `$SRV.<VERB>`, `$SRV.<VERB>.<name>` or `$SRV.<VERB>.<name>.<id>`. */
 export const controlSubject = (verb: Verb, name?: string, id?: string): string =>
-  name === undefined ? `${apiPrefix}.${verb}` : id === undefined ? `${apiPrefix}.${verb}.${name}` : `${apiPrefix}.${verb}.${name}.${id}`
+  [apiPrefix, verb, ...(name === undefined ? [] : [name]), ...(name === undefined || id === undefined ? [] : [id])].join(".")
 
 /** Service and endpoint names accepted by the stock micro libraries. */
 export const validName = /^[A-Za-z0-9\-_]+$/

@@ -1,0 +1,149 @@
+import { describe, expect, layer } from "@effect/vitest"
+import { Effect, Metric, Ref } from "effect"
+import * as Consumer from "../src/Consumer.js"
+import * as Dedup from "../src/Dedup.js"
+import * as Handler from "../src/Handler.js"
+import * as JetStream from "../src/JetStream.js"
+import * as Metrics from "../src/Metrics.js"
+import * as Publisher from "../src/Publisher.js"
+import { dedupConformance } from "./DedupConformance.js"
+import { billingStream, eventually, InvoiceIssued, PipelineLive, unique } from "./utils.js"
+
+dedupConformance({
+  name: "memory",
+  layer: PipelineLive,
+  make: (options) => Dedup.makeMemory(options),
+  leases: true
+})
+
+dedupConformance({
+  name: "NATS KV",
+  layer: PipelineLive,
+  // one bucket per case; the stores of one case share it
+  make: (options) => Dedup.makeKv({ ...options, bucket: unique("dedup") }),
+  leases: true
+})
+
+describe("Dedup.layerMemory", () => {
+  layer(PipelineLive, { excludeTestServices: true })((it) => {
+    it.effect("is bounded: beyond maxSize the oldest keys are forgotten", () =>
+      Effect.gen(function*() {
+        const dedup = yield* Dedup.makeMemory({ maxSize: 2 })
+        for (const key of ["a", "b", "c"]) {
+          expect(yield* dedup.claim(key)).toBe("Claimed")
+          yield* dedup.commit(key)
+        }
+        expect(yield* dedup.claim("c")).toBe("Duplicate")
+        expect(yield* dedup.claim("b")).toBe("Duplicate")
+        expect(yield* dedup.claim("a")).toBe("Claimed")
+      }))
+
+    it.effect("a committed key is forgotten after the retention", () =>
+      Effect.gen(function*() {
+        const dedup = yield* Dedup.makeMemory({ retention: "200 millis" })
+        yield* dedup.claim("k")
+        yield* dedup.commit("k")
+        expect(yield* dedup.claim("k")).toBe("Duplicate")
+        yield* Effect.sleep("300 millis")
+        expect(yield* dedup.claim("k")).toBe("Claimed")
+      }))
+  })
+})
+
+describe("Dedup.layerKv", () => {
+  layer(PipelineLive, { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+    it.effect("of many concurrent claims on one key from two instances, exactly one wins", () =>
+      Effect.gen(function*() {
+        const bucket = unique("dedup")
+        const a = yield* Dedup.makeKv({ bucket })
+        const b = yield* Dedup.makeKv({ bucket })
+        for (let round = 0; round < 5; round++) {
+          const key = unique("race")
+          const results = yield* Effect.all(
+            Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? a : b).claim(key)),
+            { concurrency: "unbounded" }
+          )
+          expect(results.filter((r) => r === "Claimed").length).toBe(1)
+          expect(results.filter((r) => r === "InProgress").length).toBe(9)
+        }
+      }))
+
+    it.effect("an expired claim (its worker crashed) is taken over by exactly one of several workers", () =>
+      Effect.gen(function*() {
+        const bucket = unique("dedup")
+        const crashed = yield* Dedup.makeKv({ bucket, leaseTtl: "200 millis" })
+        const workers = yield* Effect.all(Array.from({ length: 4 }, () => Dedup.makeKv({ bucket })))
+        const key = unique("expired")
+        expect(yield* crashed.claim(key)).toBe("Claimed")
+        expect(yield* workers[0]!.claim(key)).toBe("InProgress")
+        yield* Effect.sleep("300 millis")
+        const results = yield* Effect.all(workers.map((w) => w.claim(key)), { concurrency: "unbounded" })
+        expect(results.filter((r) => r === "Claimed").length).toBe(1)
+        expect(results.filter((r) => r === "InProgress").length).toBe(3)
+      }))
+
+    it.effect("release removes only the releasing worker's own claim", () =>
+      Effect.gen(function*() {
+        const bucket = unique("dedup")
+        const slow = yield* Dedup.makeKv({ bucket, leaseTtl: "200 millis" })
+        const other = yield* Dedup.makeKv({ bucket })
+        const key = unique("k")
+        expect(yield* slow.claim(key)).toBe("Claimed")
+        yield* Effect.sleep("300 millis")
+        expect(yield* other.claim(key)).toBe("Claimed")
+        // the slow worker gives up after its lease was taken over: the new claim stays
+        yield* slow.release(key)
+        expect(yield* slow.claim(key)).toBe("InProgress")
+        yield* other.release(key)
+        expect(yield* slow.claim(key)).toBe("Claimed")
+      }))
+
+    it.effect("the bucket's max_age is the retention: a committed key is forgotten after it", () =>
+      Effect.gen(function*() {
+        const dedup = yield* Dedup.makeKv({ bucket: unique("dedup"), retention: "1 second" })
+        const key = unique("k")
+        yield* dedup.claim(key)
+        yield* dedup.commit(key)
+        expect(yield* dedup.claim(key)).toBe("Duplicate")
+        yield* eventually(Effect.map(dedup.claim(key), (r) => r === "Claimed"), "10 seconds")
+      }))
+
+    it.scoped("two consumer instances racing on the same messages: each message has one effect", () =>
+      Effect.gen(function*() {
+        const stream = yield* billingStream
+        const js = yield* JetStream.JetStream
+        const publisher = yield* Publisher.Publisher
+        const bucket = unique("dedup")
+        const effects = yield* Ref.make<Record<string, number>>({})
+        const before = (yield* Metric.value(Metrics.duplicatesSkipped)).count
+        const handler = Handler.make(InvoiceIssued, (e) =>
+          Effect.zipRight(
+            Effect.sleep(`${(e.data.amount * 7) % 20} millis`),
+            Ref.update(effects, (m) => ({ ...m, [e.data.invoiceId]: (m[e.data.invoiceId] ?? 0) + 1 }))
+          ))
+        // two durables on one stream: both instances receive every message at about the same time
+        const durables = [unique("racer"), unique("racer")]
+        for (const durable of durables) {
+          const dedup = yield* Dedup.makeKv({ bucket })
+          yield* Consumer.make({ stream, durable, concurrency: 8, handlers: [handler] }).pipe(
+            Effect.provideService(Dedup.Dedup, dedup)
+          )
+        }
+        const n = 40
+        yield* publisher.publishAll(
+          Array.from({ length: n }, (_, i) => Publisher.entry(InvoiceIssued, { invoiceId: `race-${i}`, amount: i }))
+        )
+        yield* eventually(
+          Effect.map(
+            Effect.forEach(durables, (d) => js.consumerInfo(stream, d)),
+            (infos) => infos.every((i) => i.num_ack_pending === 0 && i.num_pending === 0 && i.delivered.stream_seq === n)
+          ),
+          "20 seconds"
+        )
+        const counted = yield* Ref.get(effects)
+        expect(Object.keys(counted).length).toBe(n)
+        expect(Object.values(counted).every((c) => c === 1)).toBe(true)
+        expect((yield* Metric.value(Metrics.duplicatesSkipped)).count - before).toBe(n)
+      }))
+  })
+})
