@@ -1,6 +1,6 @@
 import { NatsTestServer } from "@effect-nats/testing"
 import { Effect, Layer, Schema, Deferred, Ref } from "effect"
-import { Consumer, DeadLetter, Dedup, Event, Handler, JetStream, Publisher } from "effect-nats"
+import { Consumer, DeadLetter, Dedup, Event, Handler, JetStream } from "effect-nats"
 const N = Number(process.env.N ?? 30000)
 const Ev = Event.make({ type: "bench.item.created", aggregate: "Item", schema: Schema.Struct({ i: Schema.Number, pad: Schema.String }) })
 const program = Effect.gen(function*() {
