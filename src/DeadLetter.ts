@@ -84,6 +84,8 @@ export interface Options {
   /** How long dead letters are kept (default 30 days). */
   readonly maxAge?: Duration.DurationInput | undefined
   readonly replicas?: number | undefined
+  /** Create or update the DLQ stream to match these options when the layer starts (default true). */
+  readonly provision?: boolean | undefined
 }
 
 /**
@@ -176,7 +178,7 @@ const tryJson = (text: string): Option.Option<unknown> => {
 }
 
 /**
- * Build the service, ensuring the DLQ stream exists.
+ * Build the service, ensuring the DLQ stream exists (unless `provision: false`).
  *
  * @since 0.1.0
  * @category constructors
@@ -186,12 +188,14 @@ export const make = (options: Options = {}) =>
     const js = yield* JetStream
     const stream = options.stream ?? "DLQ"
     const prefix = options.prefix ?? "dlq"
-    yield* js.ensureStream({
-      name: stream,
-      subjects: [`${prefix}.>`],
-      maxAge: options.maxAge ?? "30 days",
-      replicas: options.replicas
-    })
+    if (options.provision !== false) {
+      yield* js.ensureStream({
+        name: stream,
+        subjects: [`${prefix}.>`],
+        maxAge: options.maxAge ?? "30 days",
+        replicas: options.replicas
+      })
+    }
     const subjectFor = (context: string) => `${prefix}.${context}`
 
     const send = (failure: Failure) =>
