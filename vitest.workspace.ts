@@ -24,5 +24,8 @@ export default [
   project("sql", "packages/sql"),
   project("cli", "packages/cli"),
   project("opentelemetry", "packages/opentelemetry"),
-  project("example-quickstart", "examples/quickstart")
+  project("example-quickstart", "examples/quickstart"),
+  project("example-billing", "examples/billing"),
+  project("example-user-service", "examples/user-service"),
+  project("example-tenant-provisioning", "examples/tenant-provisioning")
 ]

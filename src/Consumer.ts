@@ -309,7 +309,8 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
               attempts: a.deliveries ?? maxDeliver + 1,
               stream: options.stream,
               consumer: options.durable,
-              sequence: seq
+              sequence: seq,
+              storedAt: m.time.getTime()
             }).pipe(Effect.zipRight(Metric.increment(Metrics.deadLettered)))
           ),
           Effect.catchAll((e) => Effect.logError(`Consumer ${options.durable}: cannot copy ${options.stream}#${seq} to the DLQ`, e))

@@ -6,8 +6,10 @@
  * A record keeps the original bytes and headers, the decoded envelope where
  * possible, the error tag and message, the number of attempts, when it failed,
  * and where it came from (stream, consumer, subject, sequence). It is published
- * with `Nats-Msg-Id: <stream>:<sequence>`, so the same message dead-lettered
- * twice (by the pipeline and by the max-deliveries watcher) is stored once.
+ * with `Nats-Msg-Id: <stream>:<sequence>:<stored at>`, so the same message dead-lettered
+ * twice (by the pipeline and by the max-deliveries watcher) is stored once
+ * (the id also holds the source message's stored time, so a recreated stream
+ * whose sequences restart does not collide).
  *
  * @since 0.1.0
  */
@@ -105,7 +107,9 @@ export interface Failure {
   readonly stream?: string | undefined
   readonly consumer?: string | undefined
   readonly sequence?: number | undefined
-  /** Message id for the DLQ publish (default `<stream>:<sequence>`, else a new id). */
+  /** When the source message was stored in its stream (epoch millis): part of the default id. */
+  readonly storedAt?: number | undefined
+  /** Message id for the DLQ publish (default `<stream>:<sequence>:<storedAt>`, else a new id). */
   readonly id?: string | undefined
 }
 
@@ -217,9 +221,10 @@ export const make = (options: Options = {}) =>
           consumer: failure.consumer,
           sequence: failure.sequence
         })
+        // one record per source message, also when a stream is recreated and sequences restart
         const id = failure.id ??
           (failure.stream !== undefined && failure.sequence !== undefined
-            ? `${failure.stream}:${failure.sequence}`
+            ? `${failure.stream}:${failure.sequence}:${failure.storedAt ?? 0}`
             : Envelope.makeId(now))
         const h = natsHeaders()
         h.set("Nats-Msg-Id", id)
@@ -276,7 +281,8 @@ export const make = (options: Options = {}) =>
         const limit = listOptions.limit ?? 100
         const wanted = listOptions.context !== undefined ? subjectFor(listOptions.context) : undefined
         const out: Array<Entry> = []
-        for (let seq = Math.max(info.state.first_seq, listOptions.fromSeq ?? 0); seq <= info.state.last_seq && out.length < limit; seq++) {
+        if (info.state.messages === 0) return out
+        for (let seq = Math.max(info.state.first_seq, listOptions.fromSeq ?? 1, 1); seq <= info.state.last_seq && out.length < limit; seq++) {
           const entry = yield* get(seq).pipe(
             Effect.map(Option.some),
             Effect.catchIf((e) => e.reason === "NotFound" || e.reason === "Malformed", () => Effect.succeedNone)

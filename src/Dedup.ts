@@ -65,12 +65,15 @@ export type KeyStrategy = "id" | "natural" | ((envelope: Envelope.Envelope<unkno
  * @since 0.1.0
  * @category keys
  */
-export const keyOf = (strategy: KeyStrategy) => (envelope: Envelope.Envelope<unknown>): string =>
-  strategy === "id"
-    ? envelope.id
-    : strategy === "natural"
-    ? `${envelope.aggregateId}:${envelope.type}:${envelope.version}`
-    : strategy(envelope)
+export const keyOf = (strategy: KeyStrategy, namespace?: string) => {
+  const base = (envelope: Envelope.Envelope<unknown>): string =>
+    strategy === "id"
+      ? envelope.id
+      : strategy === "natural"
+      ? `${envelope.aggregateId}:${envelope.type}:${envelope.version}`
+      : strategy(envelope)
+  return namespace === undefined ? base : (envelope: Envelope.Envelope<unknown>): string => `${namespace}:${base(envelope)}`
+}
 
 /**
  * The dedup service.
@@ -101,6 +104,12 @@ export class Dedup extends Context.Tag("effect-nats/Dedup")<Dedup, {
 export interface Options {
   /** Key strategy (default `"id"`). */
   readonly key?: KeyStrategy | undefined
+  /**
+   * Prefix of every key. Consumers that share a store must each have their own
+   * namespace (e.g. their durable name): otherwise a message handled by one is
+   * a duplicate for the other.
+   */
+  readonly namespace?: string | undefined
   /** How long a claim lasts before another worker may take over (default 1 minute). */
   readonly leaseTtl?: Duration.DurationInput | undefined
   /** How long a committed key is remembered (default 24 hours). */
@@ -139,7 +148,7 @@ export const makeMemory = (options: MemoryOptions = {}) =>
       }
     }
     return Dedup.of({
-      key: keyOf(options.key ?? "id"),
+      key: keyOf(options.key ?? "id", options.namespace),
       claim: (key) =>
         Effect.map(Clock.currentTimeMillis, (now) => {
           const entry = entries.get(key)
@@ -321,7 +330,7 @@ export const makeKv = (options: KvOptions = {}): Effect.Effect<Dedup["Type"], De
           : Effect.asVoid(kvWrite("release", () => kv.delete(encode(key), { previousSeq: revision }).then(() => revision)))
       })
 
-    return Dedup.of({ key: keyOf(options.key ?? "id"), claim, commit, release, transaction: (self) => self })
+    return Dedup.of({ key: keyOf(options.key ?? "id", options.namespace), claim, commit, release, transaction: (self) => self })
   })
 
 /**

@@ -220,7 +220,8 @@ const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect
         attempts: d.deliveryCount,
         stream: d.stream,
         consumer: d.consumer,
-        sequence: d.streamSequence
+        sequence: d.streamSequence,
+        storedAt: Math.floor(d.msg.info.timestampNanos / 1e6)
       }).pipe(
         Effect.zipRight(Effect.sync(() =>
           settings.termWithReason ? d.msg.term(`${outcome.reason}: ${outcome.message}`.slice(0, 256)) : d.msg.term()

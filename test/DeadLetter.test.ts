@@ -26,8 +26,7 @@ describe("DeadLetter", () => {
           Effect.provide(DeadLetter.layer({ stream: "AUDIT_DLQ", prefix: "audit", provision: false })),
           Effect.flip
         )
-        expect(error._tag).toBe("DeadLetterError")
-        expect(error.reason).toBe("Transport")
+        expect(error).toMatchObject({ _tag: "DeadLetterError", reason: "Transport" })
         expect(yield* Effect.flip(js.streamInfo("AUDIT_DLQ"))).toMatchObject({ errCode: 10059 })
 
         // the default provisions it, with the configured retention

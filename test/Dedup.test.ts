@@ -1,5 +1,5 @@
 import { describe, expect, layer } from "@effect/vitest"
-import { Effect, Metric, Ref } from "effect"
+import { DateTime, Effect, Layer, Metric, Ref } from "effect"
 import * as Consumer from "../src/Consumer.js"
 import * as Dedup from "../src/Dedup.js"
 import * as Handler from "../src/Handler.js"
@@ -144,6 +144,36 @@ describe("Dedup.layerKv", () => {
         expect(Object.keys(counted).length).toBe(n)
         expect(Object.values(counted).every((c) => c === 1)).toBe(true)
         expect((yield* Metric.value(Metrics.duplicatesSkipped)).count - before).toBe(n)
+      }))
+  })
+})
+
+describe("Dedup keys", () => {
+  layer(Layer.empty)((it) => {
+    it.effect("strategies and namespaces: consumers sharing a store do not see each other's keys", () =>
+      Effect.gen(function*() {
+        const envelope = {
+          id: "0190c3a5-6f1e-7cc2-9b1a-3f2d4e5f6a7b",
+          type: "billing.invoice.issued",
+          timestamp: DateTime.unsafeMake(0),
+          correlationId: "c",
+          aggregateId: "inv-1",
+          aggregateType: "Invoice",
+          version: 3,
+          data: {}
+        }
+        expect(Dedup.keyOf("id")(envelope)).toBe(envelope.id)
+        expect(Dedup.keyOf("natural")(envelope)).toBe("inv-1:billing.invoice.issued:3")
+        expect(Dedup.keyOf((e) => e.aggregateId, "payments")(envelope)).toBe("payments:inv-1")
+        const store = yield* Dedup.makeMemory()
+        const payments = yield* Dedup.makeMemory({ namespace: "payments" })
+        const shipping = yield* Dedup.makeMemory({ namespace: "shipping" })
+        // one shared map would be the SQL/KV case; here the keys themselves must differ
+        expect(payments.key(envelope)).not.toBe(shipping.key(envelope))
+        expect(yield* store.claim(store.key(envelope))).toBe("Claimed")
+        yield* store.commit(store.key(envelope))
+        expect(yield* store.claim(store.key(envelope))).toBe("Duplicate")
+        expect(yield* store.claim(payments.key(envelope))).toBe("Claimed")
       }))
   })
 })

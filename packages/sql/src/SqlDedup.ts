@@ -41,6 +41,8 @@ import * as SqlMigrations from "./SqlMigrations.js"
 export interface Options {
   /** Key strategy (default `"id"`). */
   readonly key?: Dedup.KeyStrategy | undefined
+  /** Prefix of every key; give each consumer sharing the inbox table its own (see `Dedup.Options`). */
+  readonly namespace?: string | undefined
   /** How long a handled key is remembered (default 24 hours). */
   readonly retention?: Duration.DurationInput | undefined
   /** How often keys older than `retention` are deleted (default 10 minutes). */
@@ -110,7 +112,7 @@ export const make = (
       )
 
     return Dedup.Dedup.of({
-      key: Dedup.keyOf(options.key ?? "id"),
+      key: Dedup.keyOf(options.key ?? "id", options.namespace),
       claim,
       commit,
       release: () => Effect.void,
