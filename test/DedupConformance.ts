@@ -64,6 +64,10 @@ const countingConsumer = (
     yield* Consumer.make({
       stream,
       durable,
+      // the counted effect is in memory, outside any store transaction: messages of one aggregate
+      // run one after another so that it is counted exactly when the store commits (SQL stores make
+      // only effects written in their transaction exactly-once under concurrency)
+      orderBy: "aggregate",
       handlers: [
         Handler.make(InvoiceIssued, (e) =>
           Effect.suspend(() => {
