@@ -1,8 +1,8 @@
 /**
- * The toolkit's metrics, as Effect `Metric`s. Each is tagged with
- * `messaging.destination.name` (publisher) or `messaging.consumer.group.name`
- * (consumer) where that applies. Read them with `Metric.value`, or export
- * them with @effect/opentelemetry.
+ * The toolkit's metrics, as Effect `Metric`s. Read them with `Metric.value`,
+ * or export them with @effect/opentelemetry. To tell consumers apart, run
+ * each one under `Effect.tagMetrics` (its worker fibers inherit the tags):
+ * `Consumer.make(options).pipe(Effect.tagMetrics("consumer", "payments"))`.
  *
  * @example
  * ```ts
