@@ -1,28 +1,70 @@
-import { Effect, Option, Schema, Schedule } from "effect"
-import { Event, Handler, Middleware, Dedup } from "effect-nats"
+/**
+ * The consumer pipeline in isolation: the default middleware run on fake
+ * messages (no server), to see what each stage costs per message.
+ *
+ *   node --conditions=source --import tsx bench/micro.ts [all|nodedup|only:settle,decode,...]
+ *
+ * `all`: the default pipeline with memory dedup; `nodedup`: without dedup;
+ * `only:<names>`: just these default middleware (outermost first) around the
+ * handler step. Add `--cpu-prof` before `--conditions` for a profile.
+ */
 import { headers } from "@nats-io/nats-core"
-const Ev = Event.make({ type: "bench.item.created", aggregate: "Item", schema: Schema.Struct({ i: Schema.Number, pad: Schema.String }) })
-const enc = new TextEncoder()
-const N = 50000
-const msgs = Array.from({ length: N }, (_, i) => {
-  const data = enc.encode(JSON.stringify({ id: `x${i}`, type: "bench.item.created", timestamp: new Date().toISOString(), correlationId: "c", aggregateId: "a", aggregateType: "Item", version: 0, data: { i, pad: "x".repeat(200) } }))
-  const h = headers(); h.set("Nats-Msg-Id", `x${i}`)
-  return { data, headers: h, subject: "bench.item.created", ack() {}, nak() {}, term() {}, working() {}, info: { stream: "S", consumer: "c", streamSequence: i, deliveryCount: 1 } }
-})
+import { Effect, Option } from "effect"
+import { Consumer, Dedup, Handler, Middleware } from "effect-nats"
+import { Item, pad } from "./lib.js"
+
 const which = process.argv[2] ?? "all"
+const n = 100_000
+const encoder = new TextEncoder()
+const now = new Date().toISOString()
+const messages = Array.from({ length: n }, (_, i) => {
+  const id = `0190a1b2-c3d4-7e5f-8a9b-${String(i).padStart(12, "0")}`
+  const data = encoder.encode(JSON.stringify({
+    id,
+    type: Item.type,
+    timestamp: now,
+    correlationId: id,
+    aggregateId: id,
+    aggregateType: "Item",
+    version: 0,
+    data: { i, pad }
+  }))
+  const h = headers()
+  h.set("Nats-Msg-Id", id)
+  const info = { stream: "S", consumer: "c", streamSequence: i, deliveryCount: 1 }
+  return { data, headers: h, subject: Item.subject, info, ack() {}, nak() {}, term() {}, working() {} }
+})
+
 Effect.runPromise(Effect.gen(function*() {
   const dedup = yield* Dedup.makeMemory()
-  const handlers = new Map([[Ev.type, Handler.make(Ev, () => Effect.void) as Handler.Any]])
-  const settings: Middleware.Settings = { stream: "S", durable: "c", handlers, maxDeliver: 5, retry: Schedule.recurs(2), redelivery: Schedule.spaced("1 second"), isPermanent: () => false, unknownType: "ack", maxMessageBytes: 1e6, ack: "fast", termWithReason: false, tracing: which.includes("trace"), deadLetter: null as never, dedup: which.includes("nodedup") ? Option.none() : Option.some(dedup) }
-  const d = Middleware.defaults(settings)
-  const list = which.startsWith("only:") ? which.slice(5).split(",").map((k) => (d as any)[k]) : Middleware.defaultPipeline(d)
+  const handlers = new Map([[Item.type, Handler.make(Item, () => Effect.void) as Handler.Any]])
+  const settings: Middleware.Settings = {
+    stream: "S",
+    durable: "c",
+    handlers,
+    maxDeliver: 5,
+    retry: Consumer.defaultRetry,
+    redelivery: Consumer.defaultRedelivery,
+    isPermanent: () => false,
+    unknownType: "ack",
+    maxMessageBytes: 1024 * 1024,
+    ack: "fast",
+    termWithReason: false,
+    tracing: false,
+    deadLetter: undefined as never,
+    dedup: which === "nodedup" ? Option.none() : Option.some(dedup)
+  }
+  const defaults = Middleware.defaults(settings)
+  const list = which.startsWith("only:")
+    ? which.slice("only:".length).split(",").filter((k) => k !== "").map((k) => defaults[k as keyof Middleware.Defaults])
+    : Middleware.defaultPipeline(defaults)
   const step = Middleware.compose(list, Middleware.handle)
-  for (let round = 0; round < 3; round++) {
+  const one = (m: (typeof messages)[number]) =>
+    step({ msg: m as never, subject: m.subject, stream: "S", consumer: "c", streamSequence: m.info.streamSequence, deliveryCount: 1 })
+  for (let round = 0; round < 5; round++) {
     const t0 = performance.now()
-    for (const m of msgs) {
-      yield* step({ msg: m as never, subject: m.subject, stream: "S", consumer: "c", streamSequence: m.info.streamSequence, deliveryCount: 1 })
-    }
-    console.log(which, Math.round(N / (performance.now() - t0) * 1000), "msg/s")
-    if (round === 0) (yield* Dedup.makeMemory()) // noop
+    yield* Effect.forEach(messages, one, { discard: true })
+    const dt = performance.now() - t0
+    console.log(`${which}: ${Math.round(n / dt * 1000)} msg/s, ${(dt * 1000 / n).toFixed(2)} µs/msg`)
   }
 }))

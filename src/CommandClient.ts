@@ -12,9 +12,8 @@
  *
  * @since 0.1.0
  */
-import { createInbox, Empty, headers as natsHeaders, type Msg } from "@nats-io/nats-core"
+import { createInbox, Empty, headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core"
 import {
-  Clock,
   Context,
   Data,
   DateTime,
@@ -22,18 +21,20 @@ import {
   Duration,
   Effect,
   Either,
-  FiberRef,
   Layer,
   Option,
   ParseResult,
   Queue,
   Schedule,
   Schema,
-  type Scope
+  type Scope,
+  type Tracer
 } from "effect"
 import * as Command from "./Command.js"
 import * as Envelope from "./Envelope.js"
 import type * as Event from "./Event.js"
+import * as Codec from "./internal/codec.js"
+import { type FiberContext, fiberContext } from "./internal/fiberContext.js"
 import * as micro from "./internal/micro.js"
 import { uuidv7 } from "./internal/uuid.js"
 import { NatsClient } from "./NatsClient.js"
@@ -227,10 +228,10 @@ export class CommandClient extends Context.Tag("effect-nats/CommandClient")<Comm
 }>() {}
 
 interface Codecs {
-  readonly encodeRequest: (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError, unknown>
-  readonly decodeSuccess: (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError, unknown>
+  readonly encodeRequest: Codec.Codec<unknown, unknown>
+  readonly decodeSuccess: Codec.Codec<unknown, unknown>
   readonly decodeFailure: (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError, unknown>
-  readonly spanAttributes: Record<string, unknown>
+  readonly span: { readonly kind: "client"; readonly captureStackTrace: false; readonly attributes: Record<string, unknown> }
 }
 
 const codecCache = new WeakMap<Command.Any, Codecs>()
@@ -239,14 +240,18 @@ const codecsFor = (command: Command.Any): Codecs => {
   let codecs = codecCache.get(command)
   if (codecs === undefined) {
     codecs = {
-      encodeRequest: Schema.encodeUnknown(Command.request(command.payload)),
-      decodeSuccess: Schema.decodeUnknown(command.success),
+      encodeRequest: Codec.encoder(Command.request(command.payload) as Schema.Schema<unknown, unknown, unknown>),
+      decodeSuccess: Codec.decoder(command.success as Schema.Schema<unknown, unknown, unknown>),
       decodeFailure: Schema.decodeUnknown(command.failure as Schema.Schema.Any),
-      spanAttributes: {
-        [Tracing.Attributes.system]: "nats",
-        [Tracing.Attributes.destination]: command.subject,
-        [Tracing.Attributes.operationType]: "send",
-        [Tracing.Attributes.operationName]: "send"
+      span: {
+        kind: "client",
+        captureStackTrace: false,
+        attributes: {
+          [Tracing.Attributes.system]: "nats",
+          [Tracing.Attributes.destination]: command.subject,
+          [Tracing.Attributes.operationType]: "send",
+          [Tracing.Attributes.operationName]: "send"
+        }
       }
     }
     codecCache.set(command, codecs)
@@ -279,10 +284,32 @@ const fromHeaders = (subject: string, msg: Msg): Option.Option<CommandServiceErr
   )
 }
 
-const decodeResponse = (command: Command.Any, codecs: Codecs, msg: Msg) =>
-  Effect.gen(function*() {
+const malformedResult = (subject: string) => (cause: ParseResult.ParseError) =>
+  new CommandTransportError({
+    reason: "MalformedResponse",
+    subject,
+    message: `the result from ${subject} does not match the success schema: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+    cause
+  })
+
+/** The success (synchronously when the Schemas allow it: the usual case), or the failure. */
+const decodeResponse = (
+  command: Command.Any,
+  codecs: Codecs,
+  msg: Msg
+): Effect.Effect<Response<unknown>, unknown, unknown> => {
+  const body = decodeResponseBody(msg.string())
+  if (Either.isRight(body) && body.right.success) {
+    const metadata = body.right.metadata
+    const result = codecs.decodeSuccess(body.right.result)
+    const done = Codec.sync(result)
+    if (done !== undefined) {
+      return Either.isRight(done) ? Either.right({ result: done.right, metadata }) : Either.left(malformedResult(command.subject)(done.left))
+    }
+    return Effect.mapBoth(result, { onFailure: malformedResult(command.subject), onSuccess: (result) => ({ result, metadata }) })
+  }
+  return Effect.gen(function*() {
     const subject = command.subject
-    const body = decodeResponseBody(msg.string())
     if (Either.isLeft(body)) {
       const fromHeader = fromHeaders(subject, msg)
       if (Option.isSome(fromHeader)) return yield* fromHeader.value
@@ -298,21 +325,6 @@ const decodeResponse = (command: Command.Any, codecs: Codecs, msg: Msg) =>
       })
     }
     const response = body.right
-    if (response.success) {
-      const result = yield* codecs.decodeSuccess(response.result).pipe(
-        Effect.mapError((cause) =>
-          new CommandTransportError({
-            reason: "MalformedResponse",
-            subject,
-            message: `the result from ${subject} does not match the success schema: ${
-              ParseResult.TreeFormatter.formatErrorSync(cause)
-            }`,
-            cause
-          })
-        )
-      )
-      return { result, metadata: response.metadata }
-    }
     const error = response.error ?? {
       code: msg.headers?.get(micro.ErrorCodeHeader) ?? "",
       message: msg.headers?.get(micro.ErrorHeader) ?? ""
@@ -326,6 +338,7 @@ const decodeResponse = (command: Command.Any, codecs: Codecs, msg: Msg) =>
       ...(error.details !== undefined ? { details: error.details } : {})
     })
   })
+}
 
 /**
  * Build the client.
@@ -348,14 +361,45 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
       const codecs = codecsFor(command)
       const subject = command.subject
       const retry = callOptions.retry ?? options.retry
-      return Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const parent = Option.getOrUndefined(yield* FiberRef.get(Envelope.current))
+      const timeout = callOptions.timeout ?? defaultTimeout
+      const encodeError = (cause: ParseResult.ParseError) =>
+        new CommandTransportError({
+          reason: "Encode",
+          subject,
+          message: `cannot encode the request for ${subject}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+          cause
+        })
+      const program = (context: FiberContext, span: Tracer.Span | undefined) => {
+        const now = context.clock.unsafeCurrentTimeMillis()
         const requestId = callOptions.requestId ?? uuidv7(now)
-        const correlationId = callOptions.correlationId ?? parent?.correlationId ?? requestId
-        const causationId = callOptions.causationId ?? parent?.id
+        const correlationId = callOptions.correlationId ?? context.causation?.correlationId ?? requestId
+        const causationId = callOptions.causationId ?? context.causation?.id
         const userId = callOptions.userId ?? options.userId
-        const encoded = yield* codecs.encodeRequest({
+        // `span`: the CLIENT span when a tracer records (see below), else the caller's, if any
+        const send = (encoded: unknown) => {
+          let h: MsgHdrs | undefined
+          if (span !== undefined || callOptions.headers !== undefined) {
+            h = natsHeaders()
+            if (span !== undefined) Tracing.inject(span, h)
+            if (callOptions.headers) for (const k in callOptions.headers) h.set(k, callOptions.headers[k]!)
+          }
+          const data = textEncoder.encode(JSON.stringify(encoded))
+          const request = nats.request(subject, data, { timeout, headers: h }).pipe(Effect.mapError(transportError(subject)))
+          const response = Effect.flatMap(
+            retry === undefined ? request : Effect.retry(request, { schedule: retry, while: isRetryable }),
+            (msg) => decodeResponse(command, codecs, msg)
+          )
+          return context.recording
+            ? Effect.zipRight(
+              Effect.annotateCurrentSpan({
+                [Tracing.Attributes.messageId]: requestId,
+                [Tracing.Attributes.conversationId]: correlationId
+              }),
+              response
+            )
+            : response
+        }
+        const encoded = codecs.encodeRequest({
           ...(aggregateId !== undefined ? { aggregateId } : {}),
           payload,
           metadata: {
@@ -365,33 +409,20 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
             ...(userId !== undefined ? { userId } : {}),
             timestamp: DateTime.unsafeMake(now)
           }
-        }).pipe(
-          Effect.mapError((cause) =>
-            new CommandTransportError({
-              reason: "Encode",
-              subject,
-              message: `cannot encode the request for ${subject}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
-              cause
-            })
-          )
-        )
-        const h = natsHeaders()
-        const span = yield* Effect.currentSpan.pipe(Effect.option)
-        if (Option.isSome(span)) Tracing.inject(span.value, h)
-        if (callOptions.headers) for (const k in callOptions.headers) h.set(k, callOptions.headers[k]!)
-        yield* Effect.annotateCurrentSpan({
-          [Tracing.Attributes.messageId]: requestId,
-          [Tracing.Attributes.conversationId]: correlationId
         })
-        const data = textEncoder.encode(JSON.stringify(encoded))
-        const send = nats.request(subject, data, { timeout: callOptions.timeout ?? defaultTimeout, headers: h }).pipe(
-          Effect.mapError(transportError(subject))
-        )
-        const msg = yield* retry === undefined ? send : Effect.retry(send, { schedule: retry, while: isRetryable })
-        return yield* decodeResponse(command, codecs, msg)
-      }).pipe(
-        Effect.withSpan(`send ${subject}`, { kind: "client", captureStackTrace: false, attributes: codecs.spanAttributes })
-      ) as Effect.Effect<Response<Command.Success<C>>, ExecuteError<C>, Command.Context<C>>
+        const done = Codec.sync(encoded)
+        if (done === undefined) return Effect.flatMap(Effect.mapError(encoded, encodeError), send)
+        return Either.isRight(done) ? send(done.right) : Effect.fail(encodeError(done.left))
+      }
+      // a CLIENT span only when a tracer records it
+      return Effect.flatMap(fiberContext, (context) =>
+        context.recording
+          ? Effect.withSpan(
+            Effect.flatMap(fiberContext, (inner) => program(context, inner.span)),
+            `send ${subject}`,
+            codecs.span
+          )
+          : program(context, context.span)) as Effect.Effect<Response<Command.Success<C>>, ExecuteError<C>, Command.Context<C>>
     }
 
     const execute = <C extends Command.Any>(
@@ -407,7 +438,8 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
       subscribeOptions: { readonly queue?: string | undefined } = {}
     ): Effect.Effect<void, NatsError.NatsError, Scope.Scope | RS | R> =>
       Effect.gen(function*() {
-        const decode = Schema.decodeUnknown(Schema.parseJson(event.envelope), { errors: "all" })
+        const decode = Codec.decoder(Schema.parseJson(event.envelope), { errors: "all" })
+        const recording = yield* Tracing.isRecording
         const queue = yield* Effect.acquireRelease(Queue.unbounded<Msg>(), Queue.shutdown)
         yield* Effect.acquireRelease(
           Effect.try({
@@ -428,8 +460,8 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
           [Tracing.Attributes.operationType]: "process",
           [Tracing.Attributes.operationName]: "process"
         }
-        const one = (msg: Msg) =>
-          decode(msg.string()).pipe(
+        const one = (msg: Msg) => {
+          const handled = decode(msg.string()).pipe(
             Effect.matchEffect({
               onFailure: (e) =>
                 Effect.logWarning(
@@ -448,14 +480,18 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
                     Effect.logError(`CommandClient.subscribe: the handler of ${envelope.type} failed`, cause)
                   )
                 )
-            }),
-            Effect.withSpan(`process ${msg.subject}`, {
+            })
+          )
+          // a CONSUMER span only when a tracer records it
+          return recording
+            ? Effect.withSpan(handled, `process ${msg.subject}`, {
               kind: "consumer",
               captureStackTrace: false,
               attributes,
               ...Option.match(Tracing.extract(msg.headers), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) })
             })
-          )
+            : handled
+        }
         yield* Queue.take(queue).pipe(Effect.flatMap(one), Effect.forever, Effect.forkScoped)
         yield* nats.flush
       })

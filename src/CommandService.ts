@@ -33,6 +33,7 @@ import {
   Duration,
   Effect,
   Either,
+  FiberRef,
   FiberSet,
   Layer,
   Option,
@@ -43,6 +44,8 @@ import {
 } from "effect"
 import * as Command from "./Command.js"
 import * as Envelope from "./Envelope.js"
+import * as Codec from "./internal/codec.js"
+import { locallyWith } from "./internal/fiberRef.js"
 import * as micro from "./internal/micro.js"
 import { uuidv7 } from "./internal/uuid.js"
 import { NatsClient } from "./NatsClient.js"
@@ -251,12 +254,12 @@ interface DecodedRequest {
 interface Compiled<R> {
   readonly command: Command.Any
   readonly endpoint: micro.Endpoint
-  readonly decodeRequest: (u: unknown) => Effect.Effect<DecodedRequest, ParseResult.ParseError, R>
-  readonly encodeSuccess: (a: unknown) => Effect.Effect<unknown, ParseResult.ParseError, R>
-  readonly encodeFailure: (e: unknown) => Effect.Effect<unknown, ParseResult.ParseError, R>
+  readonly decodeRequest: Codec.Codec<DecodedRequest, R>
+  readonly encodeSuccess: Codec.Codec<unknown, R>
+  readonly encodeFailure: Codec.Codec<unknown, R>
   readonly isFailure: (u: unknown) => boolean
   readonly handle: (payload: unknown, request: Request) => Effect.Effect<unknown, unknown, R>
-  readonly spanAttributes: Record<string, unknown>
+  readonly span: { readonly kind: "server"; readonly captureStackTrace: false; readonly attributes: Record<string, unknown> }
 }
 
 const textEncoder = new TextEncoder()
@@ -307,67 +310,100 @@ const compile = <R>(h: Handler<R>, queueGroup: string): Compiled<R> => {
       aggregate: command.aggregate,
       command: command.name
     }),
-    decodeRequest: Schema.decodeUnknown(Command.request(command.payload), { errors: "all" }) as Compiled<R>["decodeRequest"],
-    encodeSuccess: Schema.encodeUnknown(command.success) as Compiled<R>["encodeSuccess"],
-    encodeFailure: Schema.encodeUnknown(command.failure as Schema.Schema.Any) as Compiled<R>["encodeFailure"],
+    decodeRequest: Codec.decoder(Command.request(command.payload), { errors: "all" }) as Compiled<R>["decodeRequest"],
+    encodeSuccess: Codec.encoder(command.success as Schema.Schema<unknown, unknown, unknown>) as Compiled<R>["encodeSuccess"],
+    encodeFailure: Codec.encoder(command.failure as Schema.Schema<unknown, unknown, unknown>) as Compiled<R>["encodeFailure"],
     isFailure: (u) => isFailure(u),
     handle: h.handle,
-    spanAttributes: {
-      [Tracing.Attributes.system]: "nats",
-      [Tracing.Attributes.destination]: command.subject,
-      [Tracing.Attributes.operationType]: "process",
-      [Tracing.Attributes.operationName]: "process",
-      [Tracing.Attributes.consumerGroup]: queueGroup
+    span: {
+      kind: "server",
+      captureStackTrace: false,
+      attributes: {
+        [Tracing.Attributes.system]: "nats",
+        [Tracing.Attributes.destination]: command.subject,
+        [Tracing.Attributes.operationType]: "process",
+        [Tracing.Attributes.operationName]: "process",
+        [Tracing.Attributes.consumerGroup]: queueGroup
+      }
     }
   }
 }
 
 /**
  * Run one request: decode, handle, encode. Never fails: every problem is an
- * error outcome (400 / 500 / 503 / the typed failure's code).
+ * error outcome (400 / 500 / 503 / the typed failure's code). Decoding and
+ * encoding are synchronous when the Schemas allow it (the usual case).
  */
-const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number): Effect.Effect<Outcome, never, R> =>
-  Effect.gen(function*() {
-    let json: unknown
-    try {
-      json = JSON.parse(textDecoder.decode(msg.data))
-    } catch (e) {
-      return badRequest(`invalid JSON: ${e instanceof Error ? e.message : String(e)}`)
-    }
-    const decoded = yield* Effect.either(c.decodeRequest(json))
-    if (Either.isLeft(decoded)) {
-      const issues = issuesOf(decoded.left)
-      return badRequest(`invalid request: ${describeIssues(issues)}`, { issues })
-    }
-    const body = decoded.right
-    const meta = body.metadata
-    const id = meta?.requestId ?? uuidv7(nowMillis)
-    const request: Request = {
-      id,
-      subject: msg.subject,
-      kind: c.command.kind,
-      service: c.command.service,
-      aggregate: c.command.aggregate,
-      command: c.command.name,
-      aggregateId: body.aggregateId,
-      correlationId: meta?.correlationId ?? id,
-      causationId: meta?.causationId,
-      userId: meta?.userId,
-      timestamp: meta?.timestamp ?? DateTime.unsafeMake(nowMillis),
-      headers: headerRecord(msg)
-    }
-    yield* Effect.annotateCurrentSpan({
-      [Tracing.Attributes.messageId]: id,
-      [Tracing.Attributes.conversationId]: request.correlationId
-    })
-    const exit = yield* c.handle(body.payload, request).pipe(
-      Effect.flatMap(c.encodeSuccess),
-      Effect.provideService(RequestContext, request),
-      Envelope.withCausation({ id, correlationId: request.correlationId }),
-      Effect.exit
+const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number, tracing: boolean): Effect.Effect<Outcome, never, R> => {
+  let json: unknown
+  try {
+    json = JSON.parse(textDecoder.decode(msg.data))
+  } catch (e) {
+    return Effect.succeed(badRequest(`invalid JSON: ${e instanceof Error ? e.message : String(e)}`))
+  }
+  const invalid = (error: ParseResult.ParseError) => {
+    const issues = issuesOf(error)
+    return badRequest(`invalid request: ${describeIssues(issues)}`, { issues })
+  }
+  const decoded = c.decodeRequest(json)
+  const done = Codec.sync(decoded)
+  if (done === undefined) {
+    return Effect.flatMap(
+      Effect.either(decoded),
+      (body) => Either.isLeft(body) ? Effect.succeed(invalid(body.left)) : handleDecoded(c, msg, nowMillis, tracing, body.right)
     )
-    if (exit._tag === "Success") return { request, result: exit.value }
-    const failure = Cause.failureOption(exit.cause)
+  }
+  return Either.isLeft(done) ? Effect.succeed(invalid(done.left)) : handleDecoded(c, msg, nowMillis, tracing, done.right)
+}
+
+const handleDecoded = <R>(
+  c: Compiled<R>,
+  msg: Msg,
+  nowMillis: number,
+  tracing: boolean,
+  body: DecodedRequest
+): Effect.Effect<Outcome, never, R> => {
+  const meta = body.metadata
+  const id = meta?.requestId ?? uuidv7(nowMillis)
+  const request: Request = {
+    id,
+    subject: msg.subject,
+    kind: c.command.kind,
+    service: c.command.service,
+    aggregate: c.command.aggregate,
+    command: c.command.name,
+    aggregateId: body.aggregateId,
+    correlationId: meta?.correlationId ?? id,
+    causationId: meta?.causationId,
+    userId: meta?.userId,
+    timestamp: meta?.timestamp ?? DateTime.unsafeMake(nowMillis),
+    headers: headerRecord(msg)
+  }
+  const handled = c.handle(body.payload, request).pipe(
+    Effect.flatMap(c.encodeSuccess),
+    // Effect.provideService(RequestContext, request), in fewer steps
+    (self) => locallyWith(self, FiberRef.currentContext, (context) => Context.add(context, RequestContext, request)),
+    Envelope.withCausation({ id, correlationId: request.correlationId }),
+    Effect.exit,
+    Effect.flatMap((exit): Effect.Effect<Outcome, never, R> =>
+      exit._tag === "Success" ? Effect.succeed({ request, result: exit.value }) : failed(c, request, exit.cause)
+    )
+  )
+  return tracing
+    ? Effect.zipRight(
+      Effect.annotateCurrentSpan({
+        [Tracing.Attributes.messageId]: id,
+        [Tracing.Attributes.conversationId]: request.correlationId
+      }),
+      handled
+    )
+    : handled
+}
+
+/** The outcome of a handler that failed: its typed failure, 503 when interrupted, else 500 (logged). */
+const failed = <R>(c: Compiled<R>, request: Request, cause: Cause.Cause<unknown>): Effect.Effect<Outcome, never, R> =>
+  Effect.gen(function*() {
+    const failure = Cause.failureOption(cause)
     if (Option.isSome(failure) && c.isFailure(failure.value)) {
       const error = failure.value as Command.Failure & { readonly message?: unknown }
       const details = yield* Effect.either(c.encodeFailure(error))
@@ -378,11 +414,11 @@ const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number): Effect.E
       yield* Effect.logError(`CommandService: cannot encode the failure of ${c.command.subject}`, details.left)
       return { request, ...internalError }
     }
-    if (Cause.isInterruptedOnly(exit.cause)) {
+    if (Cause.isInterruptedOnly(cause)) {
       return { request, error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } }
     }
-    yield* Effect.logError(`CommandService: ${c.command.subject} failed unexpectedly`, exit.cause).pipe(
-      Effect.annotateLogs({ requestId: id, correlationId: request.correlationId })
+    yield* Effect.logError(`CommandService: ${c.command.subject} failed unexpectedly`, cause).pipe(
+      Effect.annotateLogs({ requestId: request.id, correlationId: request.correlationId })
     )
     return { request, ...internalError }
   })
@@ -512,38 +548,43 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
       )
     )
 
+    // read once: the requests run in this service's runtime
+    const clock = yield* Clock.clockWith(Effect.succeed)
+    const tracing = yield* Tracing.isRecording
+
     const serve = (c: Compiled<R>, msg: Msg): Effect.Effect<void, never, R> =>
       Effect.suspend(() => {
         const started = process.hrtime.bigint()
-        const reply = (outcome: Outcome) =>
-          Clock.currentTimeMillis.pipe(
-            Effect.flatMap((now) => Effect.try(() => respond(c.endpoint, msg, outcome, started, now))),
-            Effect.flatMap(({ encodeError, lastError }) =>
-              Effect.all([
-                lastError === undefined ? Effect.void : Effect.annotateCurrentSpan("error.type", lastError),
-                encodeError === undefined
-                  ? Effect.void
-                  : Effect.logError(`CommandService: the response of ${c.command.subject} is not JSON`, encodeError)
-              ])
-            ),
-            Effect.catchAll((e) => Effect.logWarning(`CommandService: cannot respond on ${c.command.subject}`, e))
+        const reply = (outcome: Outcome): Effect.Effect<void> => {
+          let sent: ReturnType<typeof respond>
+          try {
+            sent = respond(c.endpoint, msg, outcome, started, clock.unsafeCurrentTimeMillis())
+          } catch (e) {
+            return Effect.logWarning(`CommandService: cannot respond on ${c.command.subject}`, new Cause.UnknownException(e))
+          }
+          const annotate = tracing && sent.lastError !== undefined
+            ? Effect.annotateCurrentSpan("error.type", sent.lastError)
+            : Effect.void
+          return sent.encodeError === undefined ? annotate : Effect.zipRight(
+            annotate,
+            Effect.logError(`CommandService: the response of ${c.command.subject} is not JSON`, sent.encodeError)
           )
-        return Clock.currentTimeMillis.pipe(
-          Effect.flatMap((now) => handleRequest(c, msg, now)),
+        }
+        const served = handleRequest(c, msg, clock.unsafeCurrentTimeMillis(), tracing).pipe(
           Effect.onInterrupt(() => reply({ error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } })),
-          Effect.flatMap(reply),
-          Effect.withSpan(c.command.subject, {
-            kind: "server",
-            captureStackTrace: false,
-            attributes: c.spanAttributes,
+          Effect.flatMap(reply)
+        )
+        // a SERVER span only when a tracer records it
+        return tracing
+          ? Effect.withSpan(served, c.command.subject, {
+            ...c.span,
             // without a traceparent, a new trace (not a child of whatever span started the service)
             ...Option.match(Tracing.extract(msg.headers), {
               onNone: () => ({ root: true }),
               onSome: (parent) => ({ parent })
             })
-          }),
-          Effect.asVoid
-        )
+          })
+          : served
       })
 
     const endpointSubs: Array<Subscription> = []
@@ -559,7 +600,8 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
                   logSubscriptionError(c.command.subject, err)
                   return
                 }
-                run(serve(c, msg))
+                // run at once, in this callback: a request that needs no I/O is answered before nats.js reads on
+                run(serve(c, msg), { immediate: true })
               }
             }))
           }

@@ -1,16 +1,19 @@
 /**
  * A consumer runs a set of handlers on one durable JetStream pull consumer.
  *
- * Messages are pulled by nats.js into bounded queues and taken in chunks by a
- * fixed set of long-lived worker fibers (no fiber per message). Each message
+ * Messages are pulled by nats.js (callback mode) into an inbox and taken in
+ * chunks by a fixed set of long-lived worker fibers: no fiber per message, no
+ * wake-up per message, and the acks of a chunk leave in one write. Each message
  * goes through the {@link Middleware} pipeline. With `orderBy: "aggregate"`,
  * messages of one aggregate (the `Aggregate-Id` header) always go to the same
  * worker, so they are handled one after another while different aggregates
  * run in parallel.
  *
  * Shutdown (scope close, e.g. SIGTERM through `NodeRuntime.runMain`) stops
- * pulling, lets the workers finish and settle what they already took (bounded
- * by `drainTimeout`), and naks what is left, before the connection drains.
+ * pulling, naks at once every message no handler has started (the server
+ * redelivers it without waiting for `ack_wait`), lets the running handlers
+ * finish and settle their messages (bounded by `drainTimeout`), before the
+ * connection drains.
  *
  * Two paths dead-letter: the pipeline, when its own delivery count reaches
  * `maxDeliver` (the server's `max_deliver` is set one higher so the pipeline
@@ -22,10 +25,11 @@
  */
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream"
 import type { Subscription } from "@nats-io/nats-core"
-import { Chunk, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import { type Cause, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import * as DeadLetter from "./DeadLetter.js"
 import { Dedup } from "./Dedup.js"
 import type * as Handler from "./Handler.js"
+import { Inbox } from "./internal/inbox.js"
 import { JetStream, type JetStreamProvisionError } from "./JetStream.js"
 import * as Metrics from "./Metrics.js"
 import * as Middleware from "./Middleware.js"
@@ -96,9 +100,6 @@ export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.expone
 export const defaultRedelivery: Schedule.Schedule<unknown, unknown> = Schedule.exponential("1 second").pipe(
   Schedule.either(Schedule.spaced("1 minute"))
 )
-
-const Stop: unique symbol = Symbol("effect-nats/Consumer/Stop")
-type Item = JsMsg | typeof Stop
 
 const hash = (s: string): number => {
   let h = 0x811c9dc5
@@ -198,61 +199,89 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
       Middleware.handle
     )
 
-    // one queue per worker when ordered, else one shared queue
-    const queues = yield* Effect.forEach(
-      Array.from({ length: options.orderBy === "aggregate" ? concurrency : 1 }),
-      () => Queue.unbounded<Item>()
+    // one inbox per worker when ordered, else one shared by all workers
+    const ordered = options.orderBy === "aggregate"
+    const inboxes = Array.from(
+      { length: ordered ? concurrency : 1 },
+      () => new Inbox<JsMsg>(ordered ? 1 : concurrency, 64)
     )
-    const current: Array<{ msg: JsMsg; started: number } | undefined> = Array.from({ length: concurrency })
+    // what each worker is handling, for the keep-alive
+    const handling: Array<JsMsg | undefined> = Array.from({ length: concurrency })
+    const handlingSince: Array<number> = Array.from({ length: concurrency }, () => 0)
+    // stopping: no message is started any more; messages not started are handed back (nak) once the pull
+    // is closed (a nak while it is open would have the server deliver them here again), newest first:
+    // nats-server 2.9 delivers the last delivered message twice when it is nak'ed after others
     let stopping = false
+    let pullClosed = false
+    const handBack: Array<JsMsg> = []
+    const nakNewestFirst = (msgs: ReadonlyArray<JsMsg>) => {
+      const sorted = [...msgs].sort((a, b) => b.info.deliverySequence - a.info.deliverySequence)
+      for (const msg of sorted) msg.nak()
+    }
+    const giveBack = (msgs: ReadonlyArray<JsMsg>): void => {
+      if (pullClosed) nakNewestFirst(msgs)
+      else handBack.push(...msgs)
+    }
 
-    const route = (msg: JsMsg): Queue.Queue<Item> => {
-      if (queues.length === 1) return queues[0]!
+    const route = (msg: JsMsg): Inbox<JsMsg> => {
+      if (inboxes.length === 1) return inboxes[0]!
       const key = msg.headers?.get("Aggregate-Id") || msg.subject
-      return queues[hash(key) % queues.length]!
+      return inboxes[hash(key) % inboxes.length]!
     }
 
-    const handleOne = (msg: JsMsg, worker: number) => {
-      const info = msg.info
-      current[worker] = { msg, started: performance.now() }
-      return step({
-        msg,
-        subject: msg.subject,
-        stream: info.stream,
-        consumer: info.consumer,
-        streamSequence: info.streamSequence,
-        deliveryCount: info.deliveryCount
-      }).pipe(
-        Effect.catchAllCause((cause) =>
-          Effect.zipRight(
-            Effect.logError(`Consumer ${options.durable}: pipeline failed on ${msg.subject}#${info.streamSequence}`, cause),
-            Effect.sync(() => msg.nak())
-          )
-        ),
-        Effect.ensuring(Effect.sync(() => {
-          current[worker] = undefined
-        }))
+    const pipelineFailed = (msg: JsMsg) => (cause: Cause.Cause<unknown>) =>
+      Effect.zipRight(
+        Effect.logError(`Consumer ${options.durable}: pipeline failed on ${msg.subject}#${msg.info.streamSequence}`, cause),
+        Effect.sync(() => msg.nak())
       )
-    }
 
-    const worker = (index: number) => {
-      const ordered = queues.length > 1
-      const queue = queues[ordered ? index : 0]!
-      // a dedicated queue (ordered mode) is taken in chunks; a shared one a message at a time,
-      // so that one worker never holds messages others could run
-      const loop: Effect.Effect<void> = Effect.flatMap(Queue.takeBetween(queue, 1, ordered ? 64 : 1), (chunk) => {
-        const items = Chunk.toReadonlyArray(chunk)
-        const stopAt = items.indexOf(Stop)
-        const run = stopAt === -1 ? items : items.slice(0, stopAt)
-        return Effect.zipRight(
-          Effect.forEach(run as ReadonlyArray<JsMsg>, (msg) => handleOne(msg, index), { discard: true }),
-          stopAt === -1
-            ? loop
-            // keep what followed this worker's stop marker (only possible on a dedicated queue)
-            : Queue.offerAll(queue, items.slice(stopAt + 1))
-        )
+    const worker = (index: number): Effect.Effect<void, never, Handler.Context<H[number]>> => {
+      const inbox = inboxes[ordered ? index : 0]!
+      // the chunk being worked on, and the message at `position`: when stopping, or interrupted (drain
+      // timeout), what the worker has not started is handed back
+      let chunk: ReadonlyArray<JsMsg> = []
+      let position = -1
+      let handedBack = false
+      const done = Effect.sync(() => {
+        handling[index] = undefined
       })
-      return loop
+      const handleOne = (msg: JsMsg, i: number) => {
+        position = i
+        if (stopping) {
+          if (!handedBack) {
+            handedBack = true
+            giveBack(chunk.slice(i))
+          }
+          return Effect.void
+        }
+        const info = msg.info
+        handling[index] = msg
+        handlingSince[index] = performance.now()
+        return Effect.matchCauseEffect(
+          step({
+            msg,
+            subject: msg.subject,
+            stream: info.stream,
+            consumer: info.consumer,
+            streamSequence: info.streamSequence,
+            deliveryCount: info.deliveryCount
+          }),
+          { onFailure: (cause) => Effect.zipRight(pipelineFailed(msg)(cause), done), onSuccess: () => done }
+        )
+      }
+      // a chunk at a time; the worker ends when the inbox is closed and empty (graceful drain)
+      const loop: Effect.Effect<void, never, Handler.Context<H[number]>> = Effect.flatMap(inbox.take, (taken) => {
+        if (taken === undefined) return Effect.void
+        chunk = taken
+        position = -1
+        handedBack = false
+        return Effect.zipRight(Effect.forEach(taken, handleOne, { discard: true }), loop)
+      })
+      return Effect.onInterrupt(loop, () =>
+        Effect.sync(() => {
+          handling[index] = undefined
+          if (!handedBack) giveBack(chunk.slice(position + 1))
+        }))
     }
 
     const workers = yield* Effect.forEach(
@@ -265,7 +294,10 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     const keepAliveEvery = Duration.toMillis(ackWait) / 3
     yield* Effect.sync(() => {
       const now = performance.now()
-      for (const c of current) if (c !== undefined && now - c.started > keepAliveEvery) c.msg.working()
+      for (let i = 0; i < concurrency; i++) {
+        const msg = handling[i]
+        if (msg !== undefined && now - handlingSince[i]! > keepAliveEvery) msg.working()
+      }
     }).pipe(
       Effect.repeat(Schedule.spaced(Duration.millis(Math.max(250, keepAliveEvery)))),
       Effect.forkScoped
@@ -332,11 +364,11 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
           max_messages: maxMessages,
           callback: (msg) => {
             if (stopping) {
-              msg.nak()
+              giveBack([msg])
               return
             }
             Metrics.consumed.unsafeUpdate(1, [])
-            Queue.unsafeOffer(route(msg), msg)
+            route(msg).offer(msg)
           }
         }),
       catch: NatsError.fromCause("Consumer.consume")
@@ -345,14 +377,20 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     // graceful drain: runs before the workers are interrupted and before the connection drains
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
+        // stop: no message is started any more; the handlers running finish (bounded by drainTimeout);
+        // every message not started (waiting, or still delivered by nats.js) goes back once the pull is closed
         stopping = true
-        yield* Effect.promise(() => messages.close().catch(() => undefined)).pipe(
-          Effect.interruptible,
-          Effect.timeoutOption("5 seconds")
-        )
-        for (const queue of queues) {
-          yield* Queue.offerAll(queue, Array.from({ length: queues.length === 1 ? concurrency : 1 }, () => Stop))
-        }
+        for (const inbox of inboxes) giveBack(inbox.takeAll())
+        // nats.js drops what arrives after an unsubscribe: drain the pull's subscription first (unsubscribe,
+        // then a round trip), so that what the server had already sent reaches the callback and is handed back
+        const pullSubscription = (messages as { readonly sub?: { drain(): Promise<void> } }).sub
+        yield* Effect.promise(async () => {
+          await pullSubscription?.drain().catch(() => undefined)
+          await messages.close().catch(() => undefined)
+        }).pipe(Effect.interruptible, Effect.timeoutOption("5 seconds"))
+        pullClosed = true
+        nakNewestFirst(handBack.splice(0))
+        for (const inbox of inboxes) inbox.close()
         const finished = yield* Fiber.joinAll(workers).pipe(Effect.interruptible, Effect.timeoutOption(drainTimeout))
         if (Option.isNone(finished)) {
           yield* Effect.logWarning(
@@ -360,10 +398,7 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
           )
           yield* Fiber.interruptAll(workers)
         }
-        for (const queue of queues) {
-          const left = yield* Queue.takeAll(queue)
-          for (const item of left) if (item !== Stop) item.nak()
-        }
+        for (const inbox of inboxes) giveBack(inbox.takeAll())
       })
     )
   }) as Effect.Effect<

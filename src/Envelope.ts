@@ -16,10 +16,12 @@
  *
  * @since 0.1.0
  */
-import { headers as natsHeaders, type MsgHdrs } from "@nats-io/nats-core"
-import { type DateTime, Effect, FiberRef, Option, Schema } from "effect"
+import type { MsgHdrs } from "@nats-io/nats-core"
+import { DateTime, Effect, Equal, FiberRef, Hash, Option, Schema } from "effect"
 import { dual } from "effect/Function"
 import { globalValue } from "effect/GlobalValue"
+import { locallyWith } from "./internal/fiberRef.js"
+import { fromRecord } from "./internal/headers.js"
 import { uuidv7 } from "./internal/uuid.js"
 
 /**
@@ -92,14 +94,24 @@ export interface Encoded<I> {
 
 const NonEmpty = Schema.String.pipe(Schema.minLength(1))
 
-/** A message id: no line breaks, no leading or trailing whitespace (it is also the `Nats-Msg-Id` header). */
-const MessageId = Schema.String.pipe(Schema.pattern(/^\S(?:[^\r\n]*\S)?$/u))
+const messageIdPattern = /^\S(?:[^\r\n]*\S)?$/u
+const timestampPattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/i
+
+const isMessageId = (id: string): boolean => messageIdPattern.test(id) && id.isWellFormed()
+
+/**
+ * A message id: no line breaks, no leading or trailing whitespace, no lone
+ * surrogates (it is also the `Nats-Msg-Id` header, which must survive UTF-8).
+ */
+const MessageId = Schema.String.pipe(
+  Schema.filter(isMessageId, {
+    identifier: "MessageId",
+    message: () => "a message id must be non-empty well-formed text without line breaks or surrounding whitespace"
+  })
+)
 
 /** An ISO 8601 date-time with a zone, as a `DateTime.Utc`. */
-const Timestamp = Schema.compose(
-  Schema.String.pipe(Schema.pattern(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})$/i)),
-  Schema.DateTimeUtc
-)
+const Timestamp = Schema.compose(Schema.String.pipe(Schema.pattern(timestampPattern)), Schema.DateTimeUtc)
 
 const metadataFields = {
   id: MessageId,
@@ -133,6 +145,57 @@ const metadataFields = {
 export const schema = <A, I, R>(data: Schema.Schema<A, I, R>): Schema.Schema<Envelope<A>, Encoded<I>, R> =>
   Schema.Struct({ ...metadataFields, data })
 
+const optionalString = (o: Record<string, unknown>, key: string): boolean =>
+  !Object.hasOwn(o, key) || o[key] === undefined || typeof o[key] === "string"
+
+const optionalInt = (o: Record<string, unknown>, key: string): boolean =>
+  !Object.hasOwn(o, key) || o[key] === undefined || Number.isSafeInteger(o[key])
+
+/**
+ * The envelope metadata of `u`, accepted exactly when {@link Unknown} accepts
+ * it and decoded to the same value (same key order), with `data` left as it
+ * is; `undefined` when anything is off (decode with the Schema then: it
+ * reports every issue). The consumer's fast path (see `Handler.make`): the
+ * Schema's generic walk costs more than the rest of a message's handling.
+ * test/EnvelopeFastDecode.test.ts checks it against the Schema.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeMetadata = (u: unknown): Envelope<unknown> | undefined => {
+  if (typeof u !== "object" || u === null || Array.isArray(u)) return undefined
+  const o = u as Record<string, unknown>
+  const { id, type, timestamp, correlationId, aggregateId, aggregateType, version } = o
+  if (
+    typeof id !== "string" || !isMessageId(id) ||
+    typeof type !== "string" || type.length === 0 ||
+    typeof timestamp !== "string" || !timestampPattern.test(timestamp) ||
+    typeof correlationId !== "string" || correlationId.length === 0 ||
+    typeof aggregateId !== "string" || typeof aggregateType !== "string" ||
+    typeof version !== "number" || !Number.isSafeInteger(version) || version < 0 ||
+    !optionalString(o, "source") || !optionalString(o, "causationId") || !optionalString(o, "tenantId") ||
+    !optionalInt(o, "schemaVersion")
+  ) return undefined
+  let at: DateTime.Utc
+  try {
+    at = DateTime.unsafeMake(timestamp) as DateTime.Utc
+  } catch {
+    return undefined
+  }
+  const out: Record<string, unknown> = { id, type }
+  if (Object.hasOwn(o, "source")) out.source = o.source
+  out.timestamp = at
+  out.correlationId = correlationId
+  if (Object.hasOwn(o, "causationId")) out.causationId = o.causationId
+  out.aggregateId = aggregateId
+  out.aggregateType = aggregateType
+  out.version = version
+  if (Object.hasOwn(o, "tenantId")) out.tenantId = o.tenantId
+  if (Object.hasOwn(o, "schemaVersion")) out.schemaVersion = o.schemaVersion
+  out.data = o.data
+  return out as unknown as Envelope<unknown>
+}
+
 /**
  * The envelope with `data` left undecoded: what the consumer reads first to
  * route a message by `type` before decoding its data.
@@ -152,9 +215,34 @@ export const makeId = (nowMillis: number): string => uuidv7(nowMillis)
 
 const safeHeaderValue = /^[\x20-\x7e]{1,1024}$/
 
-const setSafe = (h: MsgHdrs, name: string, value: string | undefined): void => {
+const setSafe = (h: Record<string, string>, name: string, value: string | undefined): void => {
   // nats.js trims header values: leave out what would not arrive as written
-  if (value !== undefined && safeHeaderValue.test(value) && value.trim() === value) h.set(name, value)
+  if (value !== undefined && safeHeaderValue.test(value) && value.trim() === value) h[name] = value
+}
+
+/**
+ * The NATS headers for an envelope (plus W3C trace headers, if given), as a
+ * record (first value of each header, in wire order).
+ *
+ * @since 0.1.0
+ * @category headers
+ */
+export const headerRecord = <A>(
+  envelope: Envelope<A>,
+  trace?: { readonly traceparent?: string | undefined; readonly tracestate?: string | undefined }
+): Record<string, string> => {
+  const h: Record<string, string> = {}
+  h[HeaderNames.msgId] = envelope.id
+  h[HeaderNames.contentType] = "application/json"
+  setSafe(h, HeaderNames.traceparent, trace?.traceparent)
+  setSafe(h, HeaderNames.tracestate, trace?.tracestate)
+  setSafe(h, HeaderNames.type, envelope.type)
+  setSafe(h, HeaderNames.correlationId, envelope.correlationId)
+  setSafe(h, HeaderNames.causationId, envelope.causationId)
+  setSafe(h, HeaderNames.aggregateId, envelope.aggregateId)
+  setSafe(h, HeaderNames.aggregateType, envelope.aggregateType)
+  setSafe(h, HeaderNames.tenantId, envelope.tenantId)
+  return h
 }
 
 /**
@@ -166,20 +254,7 @@ const setSafe = (h: MsgHdrs, name: string, value: string | undefined): void => {
 export const toHeaders = <A>(
   envelope: Envelope<A>,
   trace?: { readonly traceparent?: string | undefined; readonly tracestate?: string | undefined }
-): MsgHdrs => {
-  const h = natsHeaders()
-  h.set(HeaderNames.msgId, envelope.id)
-  h.set(HeaderNames.contentType, "application/json")
-  setSafe(h, HeaderNames.traceparent, trace?.traceparent)
-  setSafe(h, HeaderNames.tracestate, trace?.tracestate)
-  setSafe(h, HeaderNames.type, envelope.type)
-  setSafe(h, HeaderNames.correlationId, envelope.correlationId)
-  setSafe(h, HeaderNames.causationId, envelope.causationId)
-  setSafe(h, HeaderNames.aggregateId, envelope.aggregateId)
-  setSafe(h, HeaderNames.aggregateType, envelope.aggregateType)
-  setSafe(h, HeaderNames.tenantId, envelope.tenantId)
-  return h
-}
+): MsgHdrs => fromRecord(headerRecord(envelope, trace))
 
 /**
  * What a new message inherits from the message being handled: its id becomes
@@ -217,4 +292,26 @@ export const withCausation: {
   (causation: Causation): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   <A, E, R>(self: Effect.Effect<A, E, R>, causation: Causation): Effect.Effect<A, E, R>
 } = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, causation: Causation) =>
-  Effect.locally(self, current, Option.some(causation)))
+  // Effect.locally, in fewer steps (it runs once per consumed message)
+  locallyWith(self, current, () => Option.some(new CausationValue(causation))))
+
+/**
+ * What `current` holds: compared by reference. (Setting a FiberRef compares
+ * the old and new values, and hashing a plain object costs a WeakMap entry.)
+ */
+class CausationValue implements Causation, Equal.Equal {
+  readonly id: string
+  readonly correlationId: string
+  readonly tenantId?: string | undefined
+  constructor(causation: Causation) {
+    this.id = causation.id
+    this.correlationId = causation.correlationId
+    if (causation.tenantId !== undefined) this.tenantId = causation.tenantId
+  }
+  [Equal.symbol](that: Equal.Equal): boolean {
+    return this === that
+  }
+  [Hash.symbol](): number {
+    return Hash.string(this.id)
+  }
+}

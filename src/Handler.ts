@@ -5,7 +5,8 @@
  * @since 0.1.0
  */
 import { Data, Effect, Either, type ParseResult, Predicate, Schema } from "effect"
-import type * as Envelope from "./Envelope.js"
+import * as Envelope from "./Envelope.js"
+import * as Codec from "./internal/codec.js"
 import type * as Event from "./Event.js"
 
 /**
@@ -66,18 +67,18 @@ export const make = <Type extends string, A, I, RS, E, R>(
   event: Event.Event<Type, A, I, RS>,
   handle: (envelope: Envelope.Envelope<A>) => Effect.Effect<void, E, R>
 ): Handler<E, R | RS> => {
-  // compiled once: synchronous when the Schema allows it, else the effectful decoder
-  const decodeEither = Schema.decodeUnknownEither(event.envelope as Schema.Schema<Envelope.Envelope<A>, Envelope.Encoded<I>>, {
-    errors: "all"
-  })
-  const decodeEffect = Schema.decodeUnknown(event.envelope, { errors: "all" })
+  // compiled once: synchronous when the Schema allows it (an Either, which the consumer uses without running an effect)
+  const decodeEnvelope = Codec.decoder(event.envelope, { errors: "all" })
+  const decodeData = Schema.decodeUnknownEither(event.schema as Schema.Schema<A, I>, { errors: "all" })
   const decode = (u: unknown): Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError, RS> => {
-    const result = decodeEither(u)
-    return Either.isRight(result)
-      ? Effect.succeed(result.right)
-      : result.left.issue._tag === "Forbidden"
-      ? decodeEffect(u)
-      : Effect.fail(result.left)
+    // fast path: the metadata checked by hand (as the Schema does), the data by its Schema
+    const metadata = Envelope.decodeMetadata(u)
+    if (metadata !== undefined) {
+      const data = decodeData(metadata.data)
+      if (Either.isRight(data)) return Either.right({ ...metadata, data: data.right })
+    }
+    // anything else: the envelope Schema (its errors name the envelope's fields)
+    return decodeEnvelope(u)
   }
   return {
     type: event.type,

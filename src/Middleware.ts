@@ -19,12 +19,12 @@
  * @since 0.1.0
  */
 import type { JsMsg } from "@nats-io/jetstream"
-import { Cause, Chunk, Duration, Effect, Metric, Option, ParseResult, Schedule } from "effect"
+import { Cause, Chunk, Duration, Effect, Either, type Fiber, FiberRef, Metric, Option, ParseResult, Schedule } from "effect"
 import type * as DeadLetter from "./DeadLetter.js"
 import type * as Dedup from "./Dedup.js"
 import * as Envelope from "./Envelope.js"
 import * as Handler from "./Handler.js"
-import { retryOnFailure } from "./internal/retry.js"
+import { retryAfter } from "./internal/retry.js"
 import * as Metrics from "./Metrics.js"
 import * as Tracing from "./Tracing.js"
 
@@ -179,35 +179,48 @@ export const redeliveryDelay = (
  * @category middleware
  */
 export const settle = (settings: Settings): Middleware => (next) => (d) =>
-  next(d).pipe(
-    Effect.catchAllCause((cause) =>
+  Effect.matchCauseEffect(next(d), {
+    onFailure: (cause) =>
       Cause.isInterruptedOnly(cause)
         ? Effect.failCause(cause as Cause.Cause<never>)
-        : Effect.map(
+        : Effect.flatMap(
           redeliveryDelay(settings.redelivery, d.deliveryCount),
-          (delay) => Outcome.nak(delay, Cause.pretty(cause))
-        )
-    ),
-    Effect.tap((outcome) => apply(settings, d, outcome))
-  )
+          (delay) => apply(settings, d, Outcome.nak(delay, Cause.pretty(cause)))
+        ),
+    onSuccess: (outcome) => apply(settings, d, outcome)
+  })
 
-const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect<void> => {
+/** Count an `Ack` outcome (with the fiber's metric labels, as `Metric.increment` would). */
+const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: Outcome & { readonly _tag: "Ack" }) => {
+  const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+  if (outcome.reason === "Duplicate") Metrics.duplicatesSkipped.unsafeUpdate(1, labels)
+  else if (outcome.reason === "Unhandled") Metrics.unhandled.unsafeUpdate(1, labels)
+  Metrics.acked.unsafeUpdate(1, labels)
+}
+
+/** Settle the message; succeeds with the outcome. */
+const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect<Outcome> => {
   switch (outcome._tag) {
     case "Ack": {
-      const counted = outcome.reason === "Duplicate"
-        ? Metric.increment(Metrics.duplicatesSkipped)
-        : outcome.reason === "Unhandled"
-        ? Metric.increment(Metrics.unhandled)
-        : Effect.void
-      const ack = settings.ack === "confirm"
-        ? Effect.promise(() => d.msg.ackAck().catch(() => false))
-        : Effect.sync(() => d.msg.ack())
-      return Effect.zipRight(Effect.zipRight(ack, counted), Metric.increment(Metrics.acked))
+      if (settings.ack === "confirm") {
+        return Effect.promise(() => d.msg.ackAck().catch(() => false)).pipe(
+          Effect.zipRight(Effect.withFiberRuntime((fiber) => {
+            countAck(fiber, outcome)
+            return Effect.succeed(outcome)
+          }))
+        )
+      }
+      // one step: ack() only queues the ack, nats.js writes the acks of a tick together
+      return Effect.withFiberRuntime((fiber) => {
+        d.msg.ack()
+        countAck(fiber, outcome)
+        return Effect.succeed(outcome)
+      })
     }
     case "Nak":
       return Effect.zipRight(
         Effect.sync(() => d.msg.nak(Duration.toMillis(outcome.delay))),
-        Metric.increment(Metrics.redelivered)
+        Effect.as(Metric.increment(Metrics.redelivered), outcome)
       )
     case "DeadLetter":
       return settings.deadLetter.send({
@@ -235,7 +248,8 @@ const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect
             Effect.flatMap(redeliveryDelay(settings.redelivery, d.deliveryCount), (delay) =>
               Effect.sync(() => d.msg.nak(Duration.toMillis(delay))))
           )
-        )
+        ),
+        Effect.as(outcome)
       )
   }
 }
@@ -293,50 +307,56 @@ const textDecoder = new TextDecoder()
  * @since 0.1.0
  * @category middleware
  */
-export const decode = (settings: Settings): Middleware => (next) => (d) => {
-  if (d.msg.data.length > settings.maxMessageBytes) {
-    return Effect.succeed(Outcome.deadLetter(
-      "Oversize",
-      "Oversize",
-      `payload of ${d.msg.data.length} bytes exceeds the limit of ${settings.maxMessageBytes}`
-    ))
+export const decode = (settings: Settings): Middleware => (next) => {
+  // per message: no closures to build on the usual path
+  const handled = (d: Delivery, handler: Handler.Any, envelope: Envelope.Envelope<unknown>) =>
+    Envelope.withCausation(next({ ...d, envelope, handler }), {
+      id: envelope.id,
+      correlationId: envelope.correlationId,
+      tenantId: envelope.tenantId
+    })
+  const invalid = (type: string, error: ParseResult.ParseError) =>
+    Effect.succeed(Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`))
+  return (d) => {
+    if (d.msg.data.length > settings.maxMessageBytes) {
+      return Effect.succeed(Outcome.deadLetter(
+        "Oversize",
+        "Oversize",
+        `payload of ${d.msg.data.length} bytes exceeds the limit of ${settings.maxMessageBytes}`
+      ))
+    }
+    let json: unknown
+    try {
+      json = JSON.parse(textDecoder.decode(d.msg.data))
+    } catch (e) {
+      return Effect.succeed(Outcome.deadLetter("Decode", "InvalidJson", `invalid JSON: ${errorMessage(e)}`))
+    }
+    const type = typeof json === "object" && json !== null && "type" in json && typeof json.type === "string"
+      ? json.type
+      : undefined
+    if (type === undefined) {
+      return Effect.succeed(Outcome.deadLetter("Decode", "NotAnEnvelope", "the payload is not an envelope (no string `type`)"))
+    }
+    const handler = settings.handlers.get(type)
+    if (handler === undefined) {
+      return Effect.succeed(
+        settings.unknownType === "ack"
+          ? Outcome.unhandled
+          : Outcome.deadLetter("UnknownType", "UnknownType", `no handler for event type "${type}"`)
+      )
+    }
+    // the handlers' own context is part of the consumer's requirements (see Consumer.make)
+    const decoded = handler.decode(json) as Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError>
+    // a synchronous decode (the usual case) is an Either: no effect to run
+    if (Either.isEither(decoded)) {
+      const result = decoded as Either.Either<Envelope.Envelope<unknown>, ParseResult.ParseError>
+      return Either.isRight(result) ? handled(d, handler, result.right) : invalid(type, result.left)
+    }
+    return Effect.matchEffect(decoded, {
+      onFailure: (error) => invalid(type, error),
+      onSuccess: (envelope) => handled(d, handler, envelope)
+    })
   }
-  let json: unknown
-  try {
-    json = JSON.parse(textDecoder.decode(d.msg.data))
-  } catch (e) {
-    return Effect.succeed(Outcome.deadLetter("Decode", "InvalidJson", `invalid JSON: ${errorMessage(e)}`))
-  }
-  const type = typeof json === "object" && json !== null && "type" in json && typeof json.type === "string"
-    ? json.type
-    : undefined
-  if (type === undefined) {
-    return Effect.succeed(Outcome.deadLetter("Decode", "NotAnEnvelope", "the payload is not an envelope (no string `type`)"))
-  }
-  const handler = settings.handlers.get(type)
-  if (handler === undefined) {
-    return Effect.succeed(
-      settings.unknownType === "ack"
-        ? Outcome.unhandled
-        : Outcome.deadLetter("UnknownType", "UnknownType", `no handler for event type "${type}"`)
-    )
-  }
-  // the handlers' own context is part of the consumer's requirements (see Consumer.make)
-  const decoded = handler.decode(json) as Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError>
-  return Effect.matchEffect(decoded, {
-    onFailure: (error) =>
-      Effect.succeed(Outcome.deadLetter(
-        "Decode",
-        "ParseError",
-        `${type}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`
-      )),
-    onSuccess: (envelope) =>
-      Envelope.withCausation(next({ ...d, envelope, handler }), {
-        id: envelope.id,
-        correlationId: envelope.correlationId,
-        tenantId: envelope.tenantId
-      })
-  })
 }
 
 /**
@@ -350,14 +370,14 @@ export const decode = (settings: Settings): Middleware => (next) => (d) => {
  */
 export const retry = (settings: Settings): Middleware => {
   const retryable = (e: unknown) => !settings.isPermanent(e)
+  const defectError = (defect: unknown) =>
+    new Handler.HandlerDefect({
+      message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect),
+      cause: defect
+    })
+  // defects count as failures
   const asFailure = <A, R>(self: Effect.Effect<A, unknown, R>) =>
-    Effect.catchAllDefect(self, (defect) =>
-      Effect.fail(
-        new Handler.HandlerDefect({
-          message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect),
-          cause: defect
-        })
-      ))
+    Effect.catchAllDefect(self, (defect) => Effect.fail(defectError(defect)))
   return (next) => (d) => {
     const giveUp = (error: unknown) => {
       if (settings.isPermanent(error)) {
@@ -375,11 +395,17 @@ export const retry = (settings: Settings): Middleware => {
         (delay) => Outcome.nak(delay, errorMessage(error))
       )
     }
-    return retryOnFailure(asFailure(next(d)), {
-      schedule: settings.retry,
-      while: retryable,
-      onRetry: Metric.increment(Metrics.retried)
-    }).pipe(Effect.catchAll(giveUp))
+    // one step while the handler succeeds; the retry machinery only after a failure (or defect)
+    return Effect.catchAllCause(next(d), (cause) => {
+      const defect = Cause.dieOption(cause)
+      const failure = Option.isSome(defect) ? defect.pipe(Option.map(defectError)) : Cause.failureOption(cause)
+      if (Option.isNone(failure)) return Effect.failCause(cause as Cause.Cause<never>)
+      return retryAfter(failure.value, asFailure(next(d)), {
+        schedule: settings.retry,
+        while: retryable,
+        onRetry: Metric.increment(Metrics.retried)
+      }).pipe(Effect.catchAll(giveUp))
+    })
   }
 }
 
@@ -394,28 +420,38 @@ export const retry = (settings: Settings): Middleware => {
 export const dedup = (settings: Settings): Middleware => {
   if (Option.isNone(settings.dedup)) return (next) => next
   const store = settings.dedup.value
-  return (next) => (d) => {
-    if (d.envelope === undefined) return next(d)
-    const key = store.key(d.envelope)
-    return Effect.flatMap(store.claim(key), (claim) => {
-      switch (claim) {
-        case "Duplicate":
-          return Effect.succeed(Outcome.duplicate)
-        case "InProgress":
-          return Effect.succeed(Outcome.nak(Duration.seconds(1), `key ${key} is being handled elsewhere`))
-        case "Claimed":
-          return store.transaction(Effect.tap(next(d), () => store.commit(key))).pipe(
-            Effect.onError(() => Effect.ignore(store.release(key))),
-            // another worker committed the same key first (SQL stores): its effect stands, ours rolled back
-            Effect.catchIf(
-              (e): e is Dedup.DedupError =>
-                typeof e === "object" && e !== null && "_tag" in e && e._tag === "DedupError" && "reason" in e &&
-                e.reason === "Conflict",
-              () => Effect.succeed(Outcome.duplicate)
-            )
-          )
-      }
-    })
+  // another worker committed the same key first (SQL stores): its effect stands, ours rolled back
+  const isConflict = (cause: Cause.Cause<unknown>) =>
+    Option.exists(
+      Cause.failureOption(cause),
+      (e) => typeof e === "object" && e !== null && "_tag" in e && e._tag === "DedupError" && "reason" in e && e.reason === "Conflict"
+    )
+  return (next) => {
+    // handle and commit in the store's transaction; release the claim on any failure or interruption
+    const claimed = (d: Delivery, key: string) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.matchCauseEffect(
+          restore(store.transaction(Effect.flatMap(next(d), (outcome) => Effect.as(store.commit(key), outcome)))),
+          {
+            onFailure: (cause) =>
+              Effect.zipRight(
+                Effect.ignore(store.release(key)),
+                isConflict(cause) ? Effect.succeed(Outcome.duplicate) : Effect.failCause(cause)
+              ),
+            onSuccess: Effect.succeed
+          }
+        )
+      )
+    return (d) => {
+      if (d.envelope === undefined) return next(d)
+      const key = store.key(d.envelope)
+      return Effect.flatMap(store.claim(key), (claim) =>
+        claim === "Claimed"
+          ? claimed(d, key)
+          : claim === "Duplicate"
+          ? Effect.succeed(Outcome.duplicate)
+          : Effect.succeed(Outcome.nak(Duration.seconds(1), `key ${key} is being handled elsewhere`)))
+    }
   }
 }
 
@@ -429,11 +465,13 @@ export const handle: Step<never> = (d) => {
   if (d.handler === undefined || d.envelope === undefined) return Effect.succeed(Outcome.unhandled)
   const started = performance.now()
   // the handlers' own context is part of the consumer's requirements (see Consumer.make)
-  return Effect.zipRight(
+  return Effect.flatMap(
     d.handler.handle(d.envelope) as Effect.Effect<void, unknown>,
-    Effect.suspend(() => Metric.update(Metrics.handlerDuration, performance.now() - started)).pipe(
-      Effect.as(Outcome.handled)
-    )
+    () =>
+      Effect.withFiberRuntime((fiber) => {
+        Metrics.handlerDuration.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        return Effect.succeed(Outcome.handled)
+      })
   )
 }
 

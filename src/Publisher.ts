@@ -6,26 +6,33 @@
  * @since 0.1.0
  */
 import type { PubAck } from "@nats-io/jetstream"
-import { headers as natsHeaders } from "@nats-io/nats-core"
+import type { MsgHdrs } from "@nats-io/nats-core"
 import {
-  Clock,
   Context,
   Data,
   DateTime,
   Duration,
   Effect,
+  Either,
+  Exit,
+  Fiber,
+  FiberId,
   FiberRef,
   Layer,
   Metric,
-  Option,
   ParseResult,
+  Runtime,
   Schedule,
   Schema
 } from "effect"
 import * as DeadLetter from "./DeadLetter.js"
-import { retryOnFailure } from "./internal/retry.js"
 import * as Envelope from "./Envelope.js"
 import type * as Event from "./Event.js"
+import * as Codec from "./internal/codec.js"
+import { type FiberContext, fiberContext } from "./internal/fiberContext.js"
+import { fromRecord } from "./internal/headers.js"
+import { publisherFor } from "./internal/jetstreamPublish.js"
+import { retryAfter } from "./internal/retry.js"
 import { JetStream } from "./JetStream.js"
 import * as Metrics from "./Metrics.js"
 import * as NatsError from "./NatsError.js"
@@ -119,13 +126,16 @@ export interface Options {
 }
 
 /**
- * One entry of a batch for `publishAll`.
+ * One entry of a batch for `publishAll` (see {@link entry}).
  *
  * @since 0.1.0
  * @category models
  */
 export interface Entry<R> {
-  readonly build: (source: string | undefined) => Effect.Effect<OutgoingMessage, PublishError, R>
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  readonly event: Event.Event<string, any, any, R>
+  readonly data: unknown
+  readonly meta?: Meta | undefined
 }
 
 /**
@@ -172,17 +182,73 @@ export class Publisher extends Context.Tag("effect-nats/Publisher")<Publisher, {
   readonly publishMessage: (message: OutgoingMessage) => Effect.Effect<Ack, PublishError>
 }>() {}
 
-const encoders = new WeakMap<object, (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError, unknown>>()
+const encoders = new WeakMap<object, Codec.Codec<unknown, unknown>>()
 
-const encoderFor = <A, I, R>(
-  event: Event.Event<string, A, I, R>
-): (u: Envelope.Envelope<A>) => Effect.Effect<Envelope.Encoded<I>, ParseResult.ParseError, R> => {
+/** The envelope encoder of an event, compiled once. */
+const encoderFor = <R>(event: Event.Event<string, unknown, unknown, R>): Codec.Codec<unknown, R> => {
   let encode = encoders.get(event)
   if (encode === undefined) {
-    encode = Schema.encode(event.envelope) as (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError, unknown>
+    encode = Codec.encoder(event.envelope as Schema.Schema<unknown, unknown, unknown>)
     encoders.set(event, encode)
   }
-  return encode as (u: Envelope.Envelope<A>) => Effect.Effect<Envelope.Encoded<I>, ParseResult.ParseError, R>
+  return encode as Codec.Codec<unknown, R>
+}
+
+/** A build that is done (`Either`), or that needs the effectful encoder (`Effect`). Both are effects. */
+type Built<R> = Either.Either<OutgoingMessage, PublishError> | Effect.Effect<OutgoingMessage, PublishError, R>
+
+const buildWith = <R>(
+  context: FiberContext,
+  event: Event.Event<string, unknown, unknown, R>,
+  data: unknown,
+  meta: Meta,
+  source: string | undefined
+): Built<R> => {
+  const now = context.clock.unsafeCurrentTimeMillis()
+  const causation = context.causation
+  const id = meta.id ?? Envelope.makeId(now)
+  const envelope: Envelope.Envelope<unknown> = {
+    id,
+    type: event.type,
+    source,
+    timestamp: DateTime.unsafeMake(now),
+    correlationId: meta.correlationId ?? causation?.correlationId ?? id,
+    causationId: meta.causationId ?? causation?.id,
+    aggregateId: meta.aggregateId ?? event.aggregateId?.(data) ?? id,
+    aggregateType: event.aggregate,
+    version: meta.version ?? 0,
+    tenantId: meta.tenantId ?? causation?.tenantId,
+    schemaVersion: event.schemaVersion,
+    data
+  }
+  const encodeError = (cause: ParseResult.ParseError) =>
+    new PublishError({
+      reason: "Encode",
+      subject: event.subject,
+      messageId: id,
+      envelope: { ...envelope, data: undefined },
+      message: `cannot encode ${event.type}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+      cause
+    })
+  const message = (encoded: unknown): OutgoingMessage => {
+    const headers = Envelope.headerRecord(
+      envelope,
+      context.span === undefined ? undefined : { traceparent: Tracing.traceparent(context.span) }
+    )
+    if (meta.headers) Object.assign(headers, meta.headers)
+    return {
+      id,
+      subject: event.subject,
+      headers,
+      payload: JSON.stringify(encoded),
+      type: event.type,
+      aggregateId: envelope.aggregateId
+    }
+  }
+  const encoded = encoderFor(event)(envelope)
+  const done = Codec.sync(encoded)
+  if (done !== undefined) return Either.isRight(done) ? Either.right(message(done.right)) : Either.left(encodeError(done.left))
+  return encoded.pipe(Effect.mapError(encodeError), Effect.map(message))
 }
 
 /**
@@ -199,59 +265,35 @@ export const build = <A, I, R>(
   meta: Meta = {},
   source?: string
 ): Effect.Effect<OutgoingMessage, PublishError, R> =>
-  Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
-    const parent = yield* FiberRef.get(Envelope.current)
-    const id = meta.id ?? Envelope.makeId(now)
-    const causation = Option.getOrUndefined(parent)
-    const envelope: Envelope.Envelope<A> = {
-      id,
-      type: event.type,
-      source,
-      timestamp: DateTime.unsafeMake(now),
-      correlationId: meta.correlationId ?? causation?.correlationId ?? id,
-      causationId: meta.causationId ?? causation?.id,
-      aggregateId: meta.aggregateId ?? event.aggregateId?.(data) ?? id,
-      aggregateType: event.aggregate,
-      version: meta.version ?? 0,
-      tenantId: meta.tenantId ?? causation?.tenantId,
-      schemaVersion: event.schemaVersion,
-      data
-    }
-    const encoded = yield* encoderFor(event)(envelope).pipe(
-      Effect.mapError((cause) =>
-        new PublishError({
-          reason: "Encode",
-          subject: event.subject,
-          messageId: id,
-          envelope: { ...envelope, data: undefined },
-          message: `cannot encode ${event.type}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
-          cause
-        })
-      )
-    )
-    const span = yield* Effect.currentSpan.pipe(Effect.option)
-    const h = Envelope.toHeaders(
-      envelope,
-      Option.isSome(span) ? { traceparent: Tracing.traceparent(span.value) } : undefined
-    )
-    const headers: Record<string, string> = {}
-    for (const [k, v] of h) headers[k] = v[0] ?? ""
-    if (meta.headers) Object.assign(headers, meta.headers)
-    return {
-      id,
-      subject: event.subject,
-      headers,
-      payload: JSON.stringify(encoded),
-      type: event.type,
-      aggregateId: envelope.aggregateId
-    }
-  })
+  Effect.flatMap(fiberContext, (context) => buildWith(context, event as Event.Event<string, unknown, unknown, R>, data, meta, source))
 
 const encoder = new TextEncoder()
 
+/** A message as nats.js takes it. */
+interface Prepared {
+  readonly message: OutgoingMessage
+  readonly headers: MsgHdrs
+  readonly payload: Uint8Array
+}
+
+const prepare = (message: OutgoingMessage): Prepared => {
+  const headers = fromRecord(message.headers)
+  // JetStream dedup: the message id is the msgID (built messages carry it already)
+  if (message.headers[Envelope.HeaderNames.msgId] !== message.id) headers.set(Envelope.HeaderNames.msgId, message.id)
+  return { message, headers, payload: encoder.encode(message.payload) }
+}
+
+const toAck = (id: string, ack: PubAck): Ack => ({ id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate })
+
 /**
  * Build the service.
+ *
+ * Without a recording tracer, `publishAll` keeps its window of publishes in
+ * flight with plain promises (no fiber per message): the next message is
+ * built (Schema encode, synchronous when the Schema allows) and sent as soon
+ * as an ack frees a place, so nats.js writes the publishes of one tick
+ * together. Only a message whose publish failed goes through the Effect retry
+ * path (and the dead-letter stream, with {@link layerWithDeadLetter}).
  *
  * @since 0.1.0
  * @category constructors
@@ -262,6 +304,7 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
     const retry = options.retry ?? defaultRetry
     const window = Math.max(1, options.window ?? 256)
     const timeout = Duration.toMillis(options.timeout ?? "5 seconds")
+    const source = options.source
     const spanOptions = new Map<string, { readonly kind: "producer"; readonly attributes: Record<string, unknown>; readonly captureStackTrace: false }>()
     const spanFor = (subject: string) => {
       let o = spanOptions.get(subject)
@@ -281,40 +324,37 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
       return o
     }
 
-    const send = (message: OutgoingMessage): Effect.Effect<Ack, PublishError> => {
-      const h = natsHeaders()
-      for (const k in message.headers) h.set(k, message.headers[k]!)
-      const payload = encoder.encode(message.payload)
-      const attempt = Effect.tryPromise({
-        try: () => js.client.publish(message.subject, payload, { msgID: message.id, headers: h, timeout }),
-        catch: NatsError.fromCause("Publisher.publish", message.subject)
-      })
-      return attempt.pipe(
-        (self) => retryOnFailure(self, { schedule: retry, while: NatsError.isTransient }),
-        Effect.map((ack: PubAck): Ack => ({ id: message.id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate })),
-        Effect.tap(() => Metric.increment(Metrics.published)),
+    const publishJs = publisherFor(js.client)
+    const publishNow = (p: Prepared): Promise<PubAck> => publishJs(p.message.subject, p.payload, p.headers, timeout)
+
+    const attempt = (p: Prepared) =>
+      Effect.tryPromise({ try: () => publishNow(p), catch: NatsError.fromCause("Publisher.publish", p.message.subject) })
+
+    /** After a failed publish: retry transient failures with the Schedule, then fail (and dead-letter, if configured). */
+    const recover = (p: Prepared, first: NatsError.NatsError): Effect.Effect<PubAck, PublishError> =>
+      retryAfter(first, attempt(p), { schedule: retry, while: NatsError.isTransient }).pipe(
         Effect.tapError(() => Metric.increment(Metrics.publishFailed)),
         Effect.catchAll((cause) =>
           Effect.flatMap(
             deadLetter === undefined ? Effect.succeed(undefined) : deadLetter.send({
-              subject: message.subject,
-              headers: h,
-              data: payload,
+              subject: p.message.subject,
+              headers: p.headers,
+              data: p.payload,
               reason: "PublishFailed",
               errorTag: cause._tag,
               errorMessage: cause.message,
               attempts: 1,
-              id: `publish:${message.id}`
+              id: `publish:${p.message.id}`
             }).pipe(Effect.orElseSucceed(() => undefined)),
             (deadLetterSeq) =>
               Effect.fail(
                 new PublishError({
                   reason: "Failed",
-                  subject: message.subject,
-                  messageId: message.id,
-                  envelope: message.payload,
+                  subject: p.message.subject,
+                  messageId: p.message.id,
+                  envelope: p.message.payload,
                   deadLetterSeq,
-                  message: `publish ${message.id} to ${message.subject} failed: ${cause.message}${
+                  message: `publish ${p.message.id} to ${p.message.subject} failed: ${cause.message}${
                     deadLetterSeq === undefined ? "" : ` (kept as dead letter ${deadLetterSeq})`
                   }`,
                   cause
@@ -323,27 +363,118 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
           )
         )
       )
+
+    const acked = (p: Prepared, self: Effect.Effect<PubAck, PublishError>): Effect.Effect<Ack, PublishError> =>
+      Effect.map(self, (ack) => toAck(p.message.id, ack)).pipe(Effect.tap(() => Metric.increment(Metrics.published)))
+
+    const send = (message: OutgoingMessage): Effect.Effect<Ack, PublishError> => {
+      const p = prepare(message)
+      return acked(p, Effect.catchAll(attempt(p), (first) => recover(p, first)))
     }
 
     // spans only when a tracer records them (checked per call: tracing layers may be provided late)
     const traced = <A, E, R>(subject: string, self: Effect.Effect<A, E, R>) =>
-      Effect.flatMap(Tracing.isRecording, (recording) =>
-        recording ? Effect.withSpan(self, `publish ${subject}`, spanFor(subject)) : self)
+      Effect.withSpan(self, `publish ${subject}`, spanFor(subject))
+
+    const annotated = (message: OutgoingMessage) =>
+      Effect.zipRight(Effect.annotateCurrentSpan(Tracing.Attributes.messageId, message.id), send(message))
 
     const publishMessage = (message: OutgoingMessage) =>
-      traced(message.subject, Effect.tap(send(message), (ack) => Effect.annotateCurrentSpan(Tracing.Attributes.messageId, ack.id)))
+      Effect.flatMap(fiberContext, (context) =>
+        context.recording ? traced(message.subject, annotated(message)) : send(message))
 
-    const publish = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta?: Meta) =>
-      traced(
-        event.subject,
-        build(event, data, meta, options.source).pipe(
-          Effect.tap((message) => Effect.annotateCurrentSpan(Tracing.Attributes.messageId, message.id)),
-          Effect.flatMap(send)
-        )
-      )
+    const publish = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta: Meta = {}) => {
+      const buildIn = (context: FiberContext) =>
+        buildWith(context, event as Event.Event<string, unknown, unknown, R>, data, meta, source)
+      return Effect.flatMap(fiberContext, (context) =>
+        context.recording
+          // built in the PRODUCER span: its traceparent goes with the message
+          ? traced(event.subject, Effect.flatMap(Effect.flatMap(fiberContext, buildIn), annotated))
+          : Effect.flatMap(buildIn(context), send))
+    }
 
-    const publishAll = <R>(entries: Iterable<Entry<R>>) =>
-      Effect.forEach(entries, (entry) => Effect.flatMap(entry.build(options.source), publishMessage), { concurrency: window })
+    /** The window of in-flight publishes, driven by the acks (see `make`). */
+    const pump = <R>(context: FiberContext, entries: Iterable<Entry<R>>): Effect.Effect<Array<Ack>, PublishError, R> =>
+      Effect.gen(function*() {
+        const runtime = yield* Effect.runtime<R>()
+        const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
+        return yield* Effect.async<Array<Ack>, PublishError>((resume) => {
+          const iterator = entries[Symbol.iterator]()
+          const acks: Array<Ack> = []
+          // fibers of the messages that needed effects: an effectful encode, or a retry after a failed publish
+          const fibers = new Set<Fiber.RuntimeFiber<Ack, PublishError>>()
+          let started = 0
+          let settled = 0
+          let exhausted = false
+          let over = false
+          const end = (exit: Exit.Exit<Array<Ack>, PublishError>) => {
+            if (over) return
+            over = true
+            for (const fiber of fibers) fiber.unsafeInterruptAsFork(FiberId.none)
+            resume(exit)
+          }
+          const settle = (index: number, ack: Ack) => {
+            acks[index] = ack
+            settled++
+            next()
+          }
+          const fork = (index: number, effect: Effect.Effect<Ack, PublishError, R>) => {
+            const fiber = Runtime.runFork(runtime)(effect)
+            fibers.add(fiber)
+            fiber.addObserver((exit) => {
+              fibers.delete(fiber)
+              if (over) return
+              if (Exit.isSuccess(exit)) settle(index, exit.value)
+              else end(exit as Exit.Exit<never, PublishError>)
+            })
+          }
+          const start = (index: number, message: OutgoingMessage) => {
+            const p = prepare(message)
+            publishNow(p).then(
+              (ack) => {
+                if (over) return
+                Metrics.published.unsafeUpdate(1, labels)
+                settle(index, toAck(message.id, ack))
+              },
+              (cause) => {
+                if (over) return
+                fork(index, acked(p, recover(p, NatsError.fromCause("Publisher.publish", message.subject)(cause))))
+              }
+            )
+          }
+          const next = () => {
+            try {
+              while (!over && !exhausted && started - settled < window) {
+                const item = iterator.next()
+                if (item.done) {
+                  exhausted = true
+                  break
+                }
+                const index = started++
+                const { data, event, meta } = item.value
+                const built = buildWith(context, event, data, meta ?? {}, source)
+                if (!Either.isEither(built)) fork(index, Effect.flatMap(built, send))
+                else if (Either.isLeft(built)) return end(Exit.fail(built.left))
+                else start(index, built.right)
+              }
+              if (exhausted && settled === started) end(Exit.succeed(acks))
+            } catch (defect) {
+              end(Exit.die(defect))
+            }
+          }
+          next()
+          return Effect.suspend(() => {
+            over = true
+            return Fiber.interruptAll(fibers)
+          })
+        })
+      })
+
+    const publishAll = <R>(entries: Iterable<Entry<R>>): Effect.Effect<Array<Ack>, PublishError, R> =>
+      Effect.flatMap(fiberContext, (context) =>
+        context.recording
+          ? Effect.forEach(entries, (e) => publish(e.event, e.data, e.meta), { concurrency: window })
+          : pump(context, entries))
 
     return Publisher.of({ publish, publishAll, publishMessage })
   })
@@ -364,9 +495,7 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
  * @since 0.1.0
  * @category constructors
  */
-export const entry = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta?: Meta): Entry<R> => ({
-  build: (source) => build(event, data, meta, source)
-})
+export const entry = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta?: Meta): Entry<R> => ({ event, data, meta })
 
 /**
  * The publisher layer; needs {@link JetStream}.

@@ -7,7 +7,7 @@
  */
 import { Match, type MsgHdrs } from "@nats-io/nats-core"
 import { Effect, Option, Tracer } from "effect"
-import { globalValue } from "effect/GlobalValue"
+import { isRecordingTracer } from "./internal/fiberContext.js"
 
 /**
  * Span attribute keys (OpenTelemetry messaging semantic conventions).
@@ -78,8 +78,6 @@ export const extract = (headers: MsgHdrs | undefined): Option.Option<Tracer.Exte
   return value === "" ? Option.none() : parseTraceparent(value)
 }
 
-const nativeTracer = globalValue(Symbol.for("effect-nats/Tracing/nativeTracer"), () => Effect.runSync(Effect.tracer))
-
 /**
  * Is a tracer installed that records spans (anything but Effect's built-in
  * default, e.g. @effect/opentelemetry)? The toolkit's per-message spans are
@@ -89,4 +87,4 @@ const nativeTracer = globalValue(Symbol.for("effect-nats/Tracing/nativeTracer"),
  * @since 0.1.0
  * @category tracing
  */
-export const isRecording: Effect.Effect<boolean> = Effect.map(Effect.tracer, (t) => t !== nativeTracer)
+export const isRecording: Effect.Effect<boolean> = Effect.map(Effect.tracer, isRecordingTracer)

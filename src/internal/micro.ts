@@ -182,7 +182,7 @@ export const stats = (s: ServiceConfig): StatsResponse => ({
  * from the current state.
  */
 export const subscribeControl = (
-  nc: NatsConnection,
+  nc: Pick<NatsConnection, "subscribe">,
   service: ServiceConfig,
   onError: (subject: string, error: Error) => void
 ): Array<Subscription> => {
