@@ -18,10 +18,10 @@
  * @since 0.1.0
  */
 import { JetStreamApiCodes, JetStreamApiError, StorageType } from "@nats-io/jetstream"
-import { type KV, type KvEntry, Kvm } from "@nats-io/kv"
+import type { KvEntry } from "@nats-io/kv"
 import { Clock, Context, Data, Duration, Effect, Layer, Option } from "effect"
 import type * as Envelope from "./Envelope.js"
-import { JetStream } from "./JetStream.js"
+import { JetStream, type KvStore } from "./JetStream.js"
 
 /**
  * The result of a claim.
@@ -268,9 +268,9 @@ export const makeKv = (options: KvOptions = {}): Effect.Effect<Dedup["Type"], De
     const leaseMs = Duration.toMillis(options.leaseTtl ?? "1 minute")
     const retentionMs = Duration.toMillis(options.retention ?? "24 hours")
     const bucket = options.bucket ?? "effect-nats-dedup"
-    const kv: KV = yield* Effect.tryPromise({
+    const kv: KvStore = yield* Effect.tryPromise({
       try: () =>
-        new Kvm(js.client).create(bucket, {
+        js.kvm.create(bucket, {
           ttl: retentionMs,
           history: 1,
           storage: options.storage === "memory" ? StorageType.Memory : StorageType.File,

@@ -18,14 +18,20 @@ import {
   jetstreamManager,
   RetentionPolicy,
   StorageType,
+  type Consumer,
+  type ConsumerAPI,
   type ConsumerConfig,
   type ConsumerInfo,
   type JetStreamClient,
   type JetStreamManager,
+  type OrderedConsumerOptions,
+  type StreamAPI,
   type StreamConfig,
   type StreamInfo
 } from "@nats-io/jetstream"
-import { nanos } from "@nats-io/nats-core"
+import { type KV, Kvm, type KvOptions } from "@nats-io/kv"
+import { nanos, type NatsConnection } from "@nats-io/nats-core"
+import { NatsConnectionImpl } from "@nats-io/nats-core/internal"
 import { Context, Data, Duration, Effect, Layer } from "effect"
 import { NatsClient } from "./NatsClient.js"
 import * as NatsError from "./NatsError.js"
@@ -109,6 +115,91 @@ export class JetStreamProvisionError extends Data.TaggedError("JetStreamProvisio
 }> {}
 
 /**
+ * A pull consumer as effect-nats uses it: the nats.js `Consumer`, narrowed to
+ * `consume` and `info`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PullConsumer extends Pick<Consumer, "consume" | "info"> {}
+
+/**
+ * Access to existing consumers (nats.js `Consumers`, narrowed to `get`). With
+ * no name, `get` returns an ordered consumer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumerAccess {
+  get(stream: string, name?: string | Partial<OrderedConsumerOptions>): Promise<PullConsumer>
+}
+
+/**
+ * The part of a nats.js `JetStreamClient` that effect-nats uses: `publish`
+ * (answered with a PubAck) and `consumers.get`.
+ *
+ * The {@link JetStream} service exposes these narrow views rather than the
+ * whole nats.js objects so that a test double (`InMemoryNats` in
+ * `@effect-nats/testing`) can implement them: code written against them runs
+ * unchanged on a real server and in memory. The nats.js objects satisfy them
+ * as they are.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Client extends Pick<JetStreamClient, "publish"> {
+  readonly consumers: ConsumerAccess
+}
+
+/**
+ * Stream management (nats.js `StreamAPI`, narrowed).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StreamManager extends
+  Pick<StreamAPI, "info" | "add" | "update" | "delete" | "purge" | "list" | "names" | "find" | "getMessage" | "deleteMessage">
+{}
+
+/**
+ * Consumer management (nats.js `ConsumerAPI`, narrowed).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumerManager extends Pick<ConsumerAPI, "info" | "add" | "update" | "delete" | "list"> {}
+
+/**
+ * The part of a nats.js `JetStreamManager` that effect-nats uses.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Manager extends Pick<JetStreamManager, "getAccountInfo"> {
+  readonly streams: StreamManager
+  readonly consumers: ConsumerManager
+}
+
+/**
+ * A KV bucket (nats.js `KV`, narrowed to what a dedup store needs).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface KvStore extends Pick<KV, "get" | "create" | "update" | "put" | "delete" | "purge" | "status"> {}
+
+/**
+ * Opens KV buckets (nats.js `Kvm`, narrowed): `create` opens the bucket,
+ * creating it when it does not exist.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface KvManager {
+  create(name: string, opts?: Partial<KvOptions>): Promise<KvStore>
+}
+
+/**
  * The JetStream service.
  *
  * @example
@@ -126,8 +217,12 @@ export class JetStreamProvisionError extends Data.TaggedError("JetStreamProvisio
  * @category tags
  */
 export class JetStream extends Context.Tag("effect-nats/JetStream")<JetStream, {
-  readonly client: JetStreamClient
-  readonly manager: JetStreamManager
+  /** JetStream publish and consumers (a nats.js `JetStreamClient` for {@link layer}). */
+  readonly client: Client
+  /** Stream and consumer management (a nats.js `JetStreamManager` for {@link layer}). */
+  readonly manager: Manager
+  /** KV buckets (a nats.js `Kvm` for {@link layer}). */
+  readonly kvm: KvManager
   readonly ensureStream: (
     spec: StreamSpec
   ) => Effect.Effect<Ensured<StreamInfo>, JetStreamProvisionError | NatsError.NatsError>
@@ -208,7 +303,13 @@ const immutableConsumer = ["durable_name", "deliver_policy", "ack_policy"]
  */
 export const make = Effect.gen(function*() {
   const nats = yield* NatsClient
-  const nc = nats.connection
+  if (!(nats.connection instanceof NatsConnectionImpl)) {
+    return yield* Effect.dieMessage(
+      "JetStream.layer needs a nats.js connection (NatsClient.layer); a test double brings its own JetStream layer"
+    )
+  }
+  // NatsConnectionImpl declares `info` without `| undefined`, which exactOptionalPropertyTypes rejects
+  const nc = nats.connection as unknown as NatsConnection
   const manager = yield* Effect.tryPromise({
     try: () => jetstreamManager(nc),
     catch: (cause) => {
@@ -224,7 +325,25 @@ export const make = Effect.gen(function*() {
     }
   })
   const client = jetstream(nc)
+  return fromHandles({ client, manager, kvm: new Kvm(client) })
+})
 
+/**
+ * The service over JetStream handles that already exist: what {@link make}
+ * does once it has the nats.js client and manager. Provisioning
+ * (`ensureStream` / `ensureConsumer`) is written against {@link Manager}, so
+ * it runs unchanged on a test double's handles (`InMemoryNats` in
+ * `@effect-nats/testing`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromHandles = (handles: {
+  readonly client: Client
+  readonly manager: Manager
+  readonly kvm: KvManager
+}): JetStream["Type"] => {
+  const { client, kvm, manager } = handles
   const streamInfo = (name: string) =>
     Effect.tryPromise({ try: () => manager.streams.info(name), catch: NatsError.fromCause("JetStream.streamInfo") })
   const consumerInfo = (stream: string, durable: string) =>
@@ -347,8 +466,8 @@ export const make = Effect.gen(function*() {
     }))
   }
 
-  return JetStream.of({ client, manager, ensureStream, ensureConsumer, streamInfo, consumerInfo })
-})
+  return JetStream.of({ client, manager, kvm, ensureStream, ensureConsumer, streamInfo, consumerInfo })
+}
 
 /**
  * The JetStream layer; needs a {@link NatsClient}.

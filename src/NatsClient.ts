@@ -18,7 +18,7 @@ import {
   type ServerInfo,
   type Status
 } from "@nats-io/transport-node"
-import { Config, Context, Duration, Effect, Layer, Option, PubSub, Redacted, Stream } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option, PubSub, Redacted, type Scope, Stream } from "effect"
 import * as fs from "node:fs/promises"
 import * as NatsError from "./NatsError.js"
 
@@ -85,6 +85,40 @@ export interface Options {
 }
 
 /**
+ * The part of a nats.js `NatsConnection` that effect-nats (and its packages)
+ * use: core publish / subscribe / request, flush, drain and close, the
+ * connection's status events and server INFO.
+ *
+ * The service exposes this narrow view, not the whole `NatsConnection`, so
+ * that a test double (`InMemoryNats` in `@effect-nats/testing`) can stand in
+ * for a real connection: anything written against this interface runs on
+ * both. A real `NatsConnection` satisfies it as is. Code that needs more of
+ * nats.js should connect on its own, or keep the raw connection from
+ * {@link make}'s layer in its own service.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Connection extends
+  Pick<
+    NatsConnection,
+    | "info"
+    | "closed"
+    | "close"
+    | "publish"
+    | "subscribe"
+    | "request"
+    | "flush"
+    | "drain"
+    | "isClosed"
+    | "isDraining"
+    | "getServer"
+    | "status"
+    | "rtt"
+  >
+{}
+
+/**
  * Options for a core-NATS request.
  *
  * @since 0.1.0
@@ -115,8 +149,12 @@ export interface RequestOptions {
  * @category tags
  */
 export class NatsClient extends Context.Tag("effect-nats/NatsClient")<NatsClient, {
-  /** The underlying nats.js connection. Owned by the layer: do not close it. */
-  readonly connection: NatsConnection
+  /**
+   * The underlying connection (a nats.js `NatsConnection` for {@link layer},
+   * an in-memory double in tests), narrowed to {@link Connection}. Owned by
+   * the layer: do not close it.
+   */
+  readonly connection: Connection
   /** The servers this client was configured with, for error messages. */
   readonly servers: string
   /** Connection events; each subscriber sees the events after it subscribed. */
@@ -247,6 +285,25 @@ export const make = (options: Options = {}) =>
         })
     )
 
+    return yield* fromConnection(connection, serversText)
+  })
+
+/**
+ * The service over an already connected {@link Connection}: what {@link make}
+ * does once connected. The caller owns the connection (this does not drain or
+ * close it); the status reader stops with the scope or when the connection
+ * closes. Test doubles use it to offer the same service over an in-memory
+ * connection.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromConnection = (
+  connection: Connection,
+  servers: string
+): Effect.Effect<NatsClient["Type"], never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const serversText = servers
     // one reader of nats.js's status iterator feeds a PubSub; it ends when the connection closes
     const events = yield* Effect.acquireRelease(PubSub.sliding<ConnectionStatus>(1024), PubSub.shutdown)
     const statusIterator = connection.status()[Symbol.asyncIterator]()
