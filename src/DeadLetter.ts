@@ -30,9 +30,13 @@ export class Record extends Schema.Class<Record>("effect-nats/DeadLetter/Record"
   subject: Schema.String,
   /** The original headers (all values). */
   headers: Schema.Record({ key: Schema.String, value: Schema.Array(Schema.String) }),
-  /** The original payload, base64. */
+  /** The original payload, base64 (its first `maxPayloadBytes` when `payloadTruncated`). */
   payload: Schema.String,
-  /** The envelope as JSON, when the payload parsed as one. */
+  /** The original payload's size in bytes (absent in records written before it was kept). */
+  payloadBytes: Schema.optional(Schema.Number),
+  /** True when only the first `maxPayloadBytes` of the payload were kept: such a record cannot be replayed. */
+  payloadTruncated: Schema.optional(Schema.Boolean),
+  /** The envelope as JSON, when the (whole) payload parsed as one. */
   envelope: Schema.optional(Schema.Unknown),
   /** The error's tag (`ParseError`, `UnknownType`, `Oversize`, a handler error's `_tag`, ...). */
   errorTag: Schema.String,
@@ -66,7 +70,7 @@ export interface Entry {
  * @category errors
  */
 export class DeadLetterError extends Data.TaggedError("DeadLetterError")<{
-  readonly reason: "NotFound" | "Malformed" | "Transport"
+  readonly reason: "NotFound" | "Malformed" | "Truncated" | "Transport"
   readonly method: string
   readonly message: string
   readonly cause?: unknown
@@ -88,7 +92,16 @@ export interface Options {
   readonly replicas?: number | undefined
   /** Create or update the DLQ stream to match these options when the layer starts (default true). */
   readonly provision?: boolean | undefined
+  /**
+   * The most payload bytes a record keeps (default 256 KiB). A longer payload
+   * (an oversize message) is cut, so that the record itself, with its base64
+   * payload, headers and reason, always fits the server's max_payload (1 MiB
+   * by default); such a record says `payloadTruncated` and cannot be replayed.
+   */
+  readonly maxPayloadBytes?: number | undefined
 }
+
+const maxErrorMessageLength = 16 * 1024
 
 /**
  * What to dead-letter: the original message, why, and where it came from.
@@ -192,6 +205,7 @@ export const make = (options: Options = {}) =>
     const js = yield* JetStream
     const stream = options.stream ?? "DLQ"
     const prefix = options.prefix ?? "dlq"
+    const maxPayloadBytes = options.maxPayloadBytes ?? 256 * 1024
     if (options.provision !== false) {
       yield* js.ensureStream({
         name: stream,
@@ -205,15 +219,20 @@ export const make = (options: Options = {}) =>
     const send = (failure: Failure) =>
       Effect.gen(function*() {
         const now = yield* Clock.currentTimeMillis
-        const text = textDecoder.decode(failure.data)
-        const envelope = tryJson(text)
+        const truncated = failure.data.byteLength > maxPayloadBytes
+        const kept = truncated ? failure.data.subarray(0, maxPayloadBytes) : failure.data
+        const envelope = truncated ? Option.none() : tryJson(textDecoder.decode(kept))
         const record = new Record({
           subject: failure.subject,
           headers: headersRecord(failure.headers),
-          payload: Buffer.from(failure.data).toString("base64"),
+          payload: Buffer.from(kept.buffer, kept.byteOffset, kept.byteLength).toString("base64"),
+          payloadBytes: failure.data.byteLength,
+          payloadTruncated: truncated ? true : undefined,
           envelope: Option.getOrUndefined(envelope),
           errorTag: failure.errorTag,
-          errorMessage: failure.errorMessage,
+          errorMessage: failure.errorMessage.length > maxErrorMessageLength
+            ? failure.errorMessage.slice(0, maxErrorMessageLength) + "… (cut)"
+            : failure.errorMessage,
           reason: failure.reason,
           attempts: failure.attempts,
           failedAt: new Date(now).toISOString(),
@@ -297,6 +316,14 @@ export const make = (options: Options = {}) =>
         const entry = yield* get(seq)
         const now = yield* Clock.currentTimeMillis
         const record = entry.record
+        if (record.payloadTruncated === true) {
+          return yield* new DeadLetterError({
+            reason: "Truncated",
+            method: "DeadLetter.replay",
+            message: `dead letter ${seq} kept only ${record.payload.length} base64 characters of a ` +
+              `${record.payloadBytes ?? "?"}-byte payload: it cannot be replayed`
+          })
+        }
         const subject = replayOptions.to ?? record.subject
         const h = natsHeaders()
         for (const [k, values] of Object.entries(record.headers)) {

@@ -24,7 +24,15 @@ export const maxTokenLength = 256
  * @since 0.1.0
  * @category models
  */
-export type InvalidReason = "Empty" | "TooLong" | "Separator" | "Wildcard" | "Whitespace" | "Control" | "Convention"
+export type InvalidReason =
+  | "Empty"
+  | "TooLong"
+  | "Separator"
+  | "Wildcard"
+  | "Whitespace"
+  | "Control"
+  | "Encoding"
+  | "Convention"
 
 /**
  * A subject token (or a definition name) that is not allowed.
@@ -47,7 +55,8 @@ const control = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\ufeff]/u
 
 /**
  * Check one token: non-empty, at most {@link maxTokenLength} long, and free of
- * `.`, `*`, `>`, whitespace and control characters. Other unicode is allowed.
+ * `.`, `*`, `>`, whitespace, control characters and lone surrogates (which
+ * UTF-8 cannot carry). Other unicode is allowed.
  *
  * @example
  * ```ts
@@ -70,6 +79,8 @@ export const validateToken = (token: string): Either.Either<string, InvalidSubje
   if (token.includes("*") || token.includes(">")) return fail("Wildcard", "contains a wildcard ('*' or '>')")
   if (control.test(token)) return fail("Control", "contains a control character")
   if (whitespace.test(token)) return fail("Whitespace", "contains whitespace")
+  // a lone surrogate cannot be encoded as UTF-8: on the wire it becomes U+FFFD, i.e. another subject
+  if (!token.isWellFormed()) return fail("Encoding", "contains a lone UTF-16 surrogate (not encodable as UTF-8)")
   return Either.right(token)
 }
 
@@ -160,11 +171,23 @@ export const validateName = (name: string, tokens?: number): Either.Either<strin
 }
 
 /**
- * Like {@link validateName}, but throws: for definitions made at module load,
- * where a bad name is a programming error.
+ * Like {@link validateName}, but throws the {@link InvalidSubjectError} (its
+ * message prefixed with `what`): for definitions made at module load, where a
+ * bad name is a programming error.
+ *
+ * @example
+ * ```ts
+ * import { Subject } from "effect-nats"
+ *
+ * Subject.assertName("billing.invoice.issued", "Event.make type", 3) // ok
+ * Subject.assertName("Billing.Invoice", "Event.make type", 3)        // throws InvalidSubjectError
+ * ```
  *
  * @since 0.1.0
  * @category validation
  */
 export const assertName = (name: string, what: string, tokens?: number): string =>
-  Either.getOrThrowWith(validateName(name, tokens), (e) => new Error(`${what}: ${e.message}`))
+  Either.getOrThrowWith(
+    validateName(name, tokens),
+    (e) => new InvalidSubjectError({ token: e.token, reason: e.reason, message: `${what}: ${e.message}` })
+  )

@@ -43,5 +43,28 @@ describe("DeadLetter", () => {
         expect(again).toBe(seq)
         expect((yield* js.streamInfo("AUDIT_DLQ")).state.messages).toBe(1)
       }))
+
+    it.effect("keeps at most maxPayloadBytes of an oversize payload, says so, and refuses to replay it", () =>
+      Effect.gen(function*() {
+        const dlq = yield* DeadLetter.DeadLetter
+        const big = new Uint8Array(3 * 1024 * 1024).fill(65) // 3 MiB: more than a message may carry
+        const seq = yield* dlq.send({ ...failure(7), data: big, reason: "Oversize", errorMessage: "x".repeat(100_000) })
+        const entry = yield* dlq.get(seq)
+        expect(entry.record.payloadTruncated).toBe(true)
+        expect(entry.record.payloadBytes).toBe(big.byteLength)
+        expect(Buffer.from(entry.record.payload, "base64").byteLength).toBe(1024)
+        expect(entry.record.errorMessage.length).toBeLessThan(17 * 1024)
+        const refused = yield* Effect.flip(dlq.replay(seq))
+        expect(refused).toMatchObject({ _tag: "DeadLetterError", reason: "Truncated" })
+        // still there: a refused replay deletes nothing
+        expect((yield* dlq.get(seq)).seq).toBe(seq)
+
+        // a payload within the limit is kept whole and replays
+        const small = yield* dlq.send(failure(8))
+        const kept = yield* dlq.get(small)
+        expect(kept.record.payloadTruncated).toBeUndefined()
+        expect(kept.record.payloadBytes).toBe(4)
+        expect(Buffer.from(kept.record.payload, "base64").toString()).toBe("{bad")
+      }).pipe(Effect.provide(DeadLetter.layer({ stream: "TRUNC_DLQ", prefix: "trunc", maxPayloadBytes: 1024 }))))
   })
 })

@@ -66,6 +66,27 @@ describe("Subject", () => {
       )
     })
 
+    it("refuses a lone surrogate (UTF-8 would turn it into U+FFFD: another subject), accepts a pair", () => {
+      for (const token of ["a\ud800", "\udc00b", "x\udc00\ud800y"]) {
+        const result = Subject.validateToken(token)
+        expect(Either.isLeft(result) && result.left.reason).toBe("Encoding")
+      }
+      expect(Subject.validateToken("emoji-\ud83d\ude00")).toEqual(Either.right("emoji-\ud83d\ude00"))
+    })
+
+    it("assertName throws the typed InvalidSubjectError, prefixed with what was being defined", () => {
+      const thrown = (() => {
+        try {
+          return Subject.assertName("Billing.x", "Event.make type", 3)
+        } catch (e) {
+          return e
+        }
+      })()
+      expect(thrown).toBeInstanceOf(Subject.InvalidSubjectError)
+      expect(thrown).toMatchObject({ reason: "Convention" })
+      expect(String((thrown as Subject.InvalidSubjectError).message)).toMatch(/^Event\.make type: /)
+    })
+
     it("refuses any token containing a forbidden character, with the reason for that character", () => {
       fc.assert(
         fc.property(hostileToken, ({ bad, token }) => {

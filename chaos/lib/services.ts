@@ -1,0 +1,141 @@
+/**
+ * The services the fixtures run, as layers, so a scenario can also run one in
+ * its own process (the focused tests do, to save a child's start-up time).
+ */
+import * as fs from "node:fs"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import { SqlDedup, SqlOutbox } from "@effect-nats/sql"
+import { Effect, Layer, Schedule } from "effect"
+import { Consumer, DeadLetter, Handler, JetStream, NatsClient, OutboxRelay, Publisher } from "effect-nats"
+import { JobQueued, OrderPlaced } from "./events.js"
+
+/** Settings of the scenario 1 consumer. */
+export interface OrdersConfig {
+  readonly url: string
+  readonly db: string
+  readonly stream: string
+  readonly durable: string
+  readonly ackWaitMs: number
+  readonly concurrency?: number | undefined
+}
+
+/** The effect table: one row per handled message, no unique key (so a second effect would show). */
+export const createEffects = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql`CREATE TABLE IF NOT EXISTS effects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL)`)
+
+const onPlaced = Handler.make(OrderPlaced, (e) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql`INSERT INTO effects (msg_id, n, pid) VALUES (${e.id}, ${e.data.n}, ${process.pid})`))
+
+/**
+ * Scenario 1: a consumer with exactly-once effects on a SQLite file. SqlDedup
+ * runs the handler's insert and the inbox row in ONE transaction.
+ */
+export const OrdersConsumer = (config: OrdersConfig) => {
+  const consumer = Layer.scopedDiscard(Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    // durable against a process crash (the WAL is in the OS page cache); not against a power cut
+    yield* sql`PRAGMA synchronous = NORMAL`
+    yield* createEffects
+    yield* Consumer.make({
+      stream: config.stream,
+      durable: config.durable,
+      handlers: [onPlaced],
+      concurrency: config.concurrency ?? 16,
+      ackWait: config.ackWaitMs,
+      maxDeliver: 1000,
+      drainTimeout: "5 seconds"
+    })
+  }))
+  return consumer.pipe(
+    Layer.provide(Layer.mergeAll(SqlDedup.layer(), DeadLetter.layer())),
+    Layer.provideMerge(SqliteClient.layer({ filename: config.db })),
+    Layer.provide(JetStream.layer),
+    Layer.provide(NatsClient.layer({ servers: config.url, name: `chaos-orders-${process.pid}`, reconnectTimeWait: "250 millis" }))
+  )
+}
+
+/** Settings of the scenario 2 relay. */
+export interface RelayConfig {
+  readonly url: string
+  readonly db: string
+  /** SIGKILL this process right after this many PubAcks (before their batch is marked); 0 = never. */
+  readonly exitAfterPubAcks?: number | undefined
+  /** Called after every PubAck: whether JetStream reported it as a duplicate. */
+  readonly onAck?: ((duplicate: boolean) => void) | undefined
+}
+
+/**
+ * Scenario 2: the outbox relay on a SQLite file, with a stable owner (a
+ * restarted relay takes its lease back at once).
+ */
+export const Relay = (config: RelayConfig) => {
+  let acks = 0
+  const exitAfter = config.exitAfterPubAcks ?? 0
+  const publisher = Layer.effect(
+    Publisher.Publisher,
+    Effect.map(Publisher.make(), (p) => ({
+      ...p,
+      publishMessage: (message: Publisher.OutgoingMessage) =>
+        Effect.tap(p.publishMessage(message), (ack) =>
+          Effect.sync(() => {
+            acks++
+            config.onAck?.(ack.duplicate)
+            if (exitAfter > 0 && acks >= exitAfter) process.kill(process.pid, "SIGKILL")
+          }))
+    }))
+  )
+  return OutboxRelay.layer({
+    owner: "chaos-relay",
+    pollInterval: "100 millis",
+    leaseTtl: "5 seconds",
+    retry: Schedule.exponential("50 millis").pipe(Schedule.either(Schedule.spaced("1 second")))
+  }).pipe(
+    Layer.provide(SqlOutbox.layer()),
+    Layer.provide(SqliteClient.layer({ filename: config.db })),
+    Layer.provide(publisher),
+    Layer.provide(JetStream.layer),
+    Layer.provide(NatsClient.layer({ servers: config.url, name: `chaos-relay-${process.pid}`, reconnectTimeWait: "250 millis" }))
+  )
+}
+
+/** Settings of the scenario 4 service. */
+export interface JobsConfig {
+  readonly url: string
+  readonly stream: string
+  readonly durable: string
+  /** File the handler appends `T <id> <epoch ms>` (taken, before the work) and `H <id> <epoch ms>` (handled, after it) to. */
+  readonly log: string
+  readonly concurrency: number
+  readonly drainTimeoutMs: number
+  readonly ackWaitMs: number
+}
+
+/**
+ * Scenario 4: a service whose handler works `workMs` on each job. The lines
+ * are appended synchronously, so they are on disk whatever happens next.
+ */
+export const JobsService = (config: JobsConfig) => {
+  // one open-append-close per line: nothing to release, nothing lost whatever happens next
+  const write = (line: string) => fs.appendFileSync(config.log, `${line}\n`)
+  const onJob = Handler.make(JobQueued, (e) =>
+    Effect.sync(() => write(`T ${e.id} ${Date.now()}`)).pipe(
+      Effect.zipRight(Effect.sleep(e.data.workMs)),
+      Effect.zipRight(Effect.sync(() => write(`H ${e.id} ${Date.now()}`)))
+    ))
+  return Consumer.layer({
+    stream: config.stream,
+    durable: config.durable,
+    handlers: [onJob],
+    concurrency: config.concurrency,
+    maxAckPending: 1000,
+    ackWait: config.ackWaitMs,
+    drainTimeout: config.drainTimeoutMs
+  }).pipe(
+    Layer.provide(DeadLetter.layer()),
+    Layer.provide(JetStream.layer),
+    Layer.provide(NatsClient.layer({ servers: config.url, name: `chaos-jobs-${process.pid}`, drainTimeout: "5 seconds" }))
+  )
+}

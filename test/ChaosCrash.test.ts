@@ -1,0 +1,35 @@
+/**
+ * The chaos suite's crash scenarios, small (`npm run chaos` runs them at full size):
+ * a consumer with SQL dedup SIGKILLed mid-stream, an outbox relay SIGKILLed
+ * between publish and mark. Real nats-server, SQLite files, child processes.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Logger, LogLevel } from "effect"
+import * as ConsumerCrash from "../chaos/scenarios/consumerCrash.js"
+import * as OutboxCrash from "../chaos/scenarios/outboxCrash.js"
+
+const quiet = Logger.withMinimumLogLevel(LogLevel.Error)
+
+describe("chaos: crashes", () => {
+  it.live("a consumer SIGKILLed mid-stream and restarted: every message has exactly one effect row (SqlDedup, SQLite)", () =>
+    Effect.gen(function*() {
+      const r = yield* ConsumerCrash.run({ messages: 2_000, kills: 1, ackWaitMs: 1_500, finishInProcess: true }).pipe(quiet)
+      expect(r.failures).toEqual([])
+      expect(r.sent).toBe(2_000)
+      expect(r.effects).toBe(2_000)
+      expect(r.lost).toBe(0)
+      expect(r.duplicateEffects).toBe(0)
+      expect(r.figures["kills"]).toBe(1)
+    }), 90_000)
+
+  it.live("an outbox relay SIGKILLed while rows are committed: every committed row on the stream once, in per-aggregate order", () =>
+    Effect.gen(function*() {
+      const r = yield* OutboxCrash.run({ rows: 1_000, kills: 1, writeOverMs: 1_000, killMode: "after-puback", finishInProcess: true }).pipe(quiet)
+      expect(r.failures).toEqual([])
+      expect(r.effects).toBe(r.sent)
+      expect(r.lost).toBe(0)
+      expect(r.duplicateEffects).toBe(0)
+      expect(r.figures["aggregatesOutOfOrder"]).toBe(0)
+      expect(r.figures["killsAfterPubAck"]).toBe(1)
+    }), 90_000)
+})
