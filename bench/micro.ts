@@ -2,18 +2,20 @@
  * The consumer pipeline in isolation: the default middleware run on fake
  * messages (no server), to see what each stage costs per message.
  *
- *   node --conditions=source --import tsx bench/micro.ts [all|nodedup|only:settle,decode,...]
+ *   node --conditions=source --import tsx bench/micro.ts [all|nodedup|composed|only:settle,decode,...]
  *
- * `all`: the default pipeline with memory dedup; `nodedup`: without dedup;
- * `only:<names>`: just these default middleware (outermost first) around the
- * handler step. Add `--cpu-prof` before `--conditions` for a profile.
+ * `all`: the default pipeline with memory dedup, as the consumer runs it
+ * (`Middleware.defaultStep`); `nodedup`: the same without dedup; `composed`:
+ * the default middleware composed (what a custom `pipeline` runs), with memory
+ * dedup; `only:<names>`: just these default middleware (outermost first)
+ * around the handler step. Add `--cpu-prof` before `--conditions` for a
+ * profile.
  */
 import { headers } from "@nats-io/nats-core"
 import { Effect, Option } from "effect"
 import { Consumer, Dedup, Handler, Middleware } from "effect-nats"
 import { Item, pad } from "./lib.js"
 
-const which = process.argv[2] ?? "all"
 const n = 100_000
 const encoder = new TextEncoder()
 const now = new Date().toISOString()
@@ -35,36 +37,60 @@ const messages = Array.from({ length: n }, (_, i) => {
   return { data, headers: h, subject: Item.subject, info, ack() {}, nak() {}, term() {}, working() {} }
 })
 
+/** The step of a mode, with a fresh memory dedup store (so that no message is a duplicate of an earlier round). */
+const stepOf = (mode: string) =>
+  Effect.gen(function*() {
+    const dedup = yield* Dedup.makeMemory()
+    const handlers = new Map([[Item.type, Handler.make(Item, () => Effect.void) as Handler.Any]])
+    const settings: Middleware.Settings = {
+      stream: "S",
+      durable: "c",
+      handlers,
+      maxDeliver: 5,
+      retry: Consumer.defaultRetry,
+      redelivery: Consumer.defaultRedelivery,
+      isPermanent: () => false,
+      unknownType: "ack",
+      maxMessageBytes: 1024 * 1024,
+      ack: "fast",
+      termWithReason: false,
+      tracing: false,
+      deadLetter: undefined as never,
+      dedup: mode === "nodedup" ? Option.none() : Option.some(dedup)
+    }
+    const defaults = Middleware.defaults(settings)
+    return mode.startsWith("only:")
+      ? Middleware.compose(
+        mode.slice("only:".length).split(",").filter((k) => k !== "").map((k) => defaults[k as keyof Middleware.Defaults]),
+        Middleware.handle
+      )
+      : mode === "composed"
+      ? Middleware.compose(Middleware.defaultPipeline(defaults), Middleware.handle)
+      : Middleware.defaultStep(settings)
+  })
+
+// several modes: rounds interleaved (mode A, mode B, A, B, ...), then the median of each
+const modes = process.argv.slice(2).filter((a) => !a.startsWith("-"))
+if (modes.length === 0) modes.push("all")
+const rounds = modes.length > 1 ? 9 : 5
 Effect.runPromise(Effect.gen(function*() {
-  const dedup = yield* Dedup.makeMemory()
-  const handlers = new Map([[Item.type, Handler.make(Item, () => Effect.void) as Handler.Any]])
-  const settings: Middleware.Settings = {
-    stream: "S",
-    durable: "c",
-    handlers,
-    maxDeliver: 5,
-    retry: Consumer.defaultRetry,
-    redelivery: Consumer.defaultRedelivery,
-    isPermanent: () => false,
-    unknownType: "ack",
-    maxMessageBytes: 1024 * 1024,
-    ack: "fast",
-    termWithReason: false,
-    tracing: false,
-    deadLetter: undefined as never,
-    dedup: which === "nodedup" ? Option.none() : Option.some(dedup)
+  const times = new Map<string, Array<number>>(modes.map((m) => [m, []]))
+  for (let round = 0; round < rounds; round++) {
+    for (const mode of modes) {
+      const step = yield* stepOf(mode)
+      const one = (m: (typeof messages)[number]) =>
+        step({ msg: m as never, subject: m.subject, stream: "S", consumer: "c", streamSequence: m.info.streamSequence, deliveryCount: 1 })
+      const t0 = performance.now()
+      yield* Effect.forEach(messages, one, { discard: true })
+      const dt = performance.now() - t0
+      times.get(mode)!.push(dt * 1000 / n)
+      console.log(`${mode}: ${Math.round(n / dt * 1000)} msg/s, ${(dt * 1000 / n).toFixed(2)} µs/msg`)
+    }
   }
-  const defaults = Middleware.defaults(settings)
-  const list = which.startsWith("only:")
-    ? which.slice("only:".length).split(",").filter((k) => k !== "").map((k) => defaults[k as keyof Middleware.Defaults])
-    : Middleware.defaultPipeline(defaults)
-  const step = Middleware.compose(list, Middleware.handle)
-  const one = (m: (typeof messages)[number]) =>
-    step({ msg: m as never, subject: m.subject, stream: "S", consumer: "c", streamSequence: m.info.streamSequence, deliveryCount: 1 })
-  for (let round = 0; round < 5; round++) {
-    const t0 = performance.now()
-    yield* Effect.forEach(messages, one, { discard: true })
-    const dt = performance.now() - t0
-    console.log(`${which}: ${Math.round(n / dt * 1000)} msg/s, ${(dt * 1000 / n).toFixed(2)} µs/msg`)
+  if (modes.length > 1) {
+    for (const [mode, ts] of times) {
+      const median = [...ts].sort((a, b) => a - b)[Math.floor(ts.length / 2)]!
+      console.log(`median ${mode}: ${median.toFixed(2)} µs/msg`)
+    }
   }
 }))

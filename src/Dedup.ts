@@ -76,6 +76,23 @@ export const keyOf = (strategy: KeyStrategy, namespace?: string) => {
 }
 
 /**
+ * The synchronous form of a store whose claim, commit and release complete at
+ * once and cannot fail (the memory store). `now` is the `Clock`'s time in
+ * milliseconds, read by the caller. A consumer uses it, when the store has
+ * one, in place of the `claim` / `commit` / `release` effects: same results,
+ * without running an effect per call. A store that has it must run
+ * `transaction` as the effect it is given.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SyncStore {
+  readonly claim: (key: string, now: number) => ClaimResult
+  readonly commit: (key: string, now: number) => void
+  readonly release: (key: string) => void
+}
+
+/**
  * The dedup service.
  *
  * @since 0.1.0
@@ -93,6 +110,8 @@ export class Dedup extends Context.Tag("effect-nats/Dedup")<Dedup, {
    * runs the effect as it is.
    */
   readonly transaction: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | DedupError, R>
+  /** The same store, synchronous (optional; see {@link SyncStore}). */
+  readonly sync?: SyncStore | undefined
 }>() {}
 
 /**
@@ -139,36 +158,60 @@ export const makeMemory = (options: MemoryOptions = {}) =>
     const leaseMs = Duration.toMillis(options.leaseTtl ?? "1 minute")
     const retentionMs = Duration.toMillis(options.retention ?? "24 hours")
     const maxSize = Math.max(1, options.maxSize ?? 100_000)
+    // in insertion order, oldest first (a write moves a key to the end)
     const entries = new Map<string, { committed: boolean; expiresAt: number }>()
+    // the key written last (at the end already: writing it again changes its entry in place)
+    let last: string | undefined
+    // one iterator for every eviction: everything before its position was evicted (deleted) and every later
+    // write lands after it, so its next key is the oldest. (A new iterator per eviction would step over the
+    // slots of all the keys deleted since the map last compacted itself.)
+    let oldest = entries.keys()
     const evict = () => {
       while (entries.size > maxSize) {
-        const oldest = entries.keys().next()
-        if (oldest.done) return
-        entries.delete(oldest.value)
+        let next = oldest.next()
+        if (next.done) {
+          oldest = entries.keys()
+          next = oldest.next()
+          if (next.done) return
+        }
+        entries.delete(next.value)
+      }
+    }
+    const sync: SyncStore = {
+      claim: (key, now) => {
+        const entry = entries.get(key)
+        if (entry !== undefined) {
+          if (entry.expiresAt > now) return entry.committed ? "Duplicate" : "InProgress"
+          entries.delete(key)
+        }
+        entries.set(key, { committed: false, expiresAt: now + leaseMs })
+        last = key
+        evict()
+        return "Claimed"
+      },
+      commit: (key, now) => {
+        const entry = entries.get(key)
+        if (key === last && entry !== undefined) {
+          entry.committed = true
+          entry.expiresAt = now + retentionMs
+          return
+        }
+        entries.delete(key)
+        entries.set(key, { committed: true, expiresAt: now + retentionMs })
+        last = key
+        evict()
+      },
+      release: (key) => {
+        const entry = entries.get(key)
+        if (entry !== undefined && !entry.committed) entries.delete(key)
       }
     }
     return Dedup.of({
       key: keyOf(options.key ?? "id", options.namespace),
-      claim: (key) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
-          const entry = entries.get(key)
-          if (entry !== undefined && entry.expiresAt > now) return entry.committed ? "Duplicate" : "InProgress"
-          entries.delete(key)
-          entries.set(key, { committed: false, expiresAt: now + leaseMs })
-          evict()
-          return "Claimed"
-        }),
-      commit: (key) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
-          entries.delete(key)
-          entries.set(key, { committed: true, expiresAt: now + retentionMs })
-          evict()
-        }),
-      release: (key) =>
-        Effect.sync(() => {
-          const entry = entries.get(key)
-          if (entry !== undefined && !entry.committed) entries.delete(key)
-        }),
+      claim: (key) => Effect.map(Clock.currentTimeMillis, (now) => sync.claim(key, now)),
+      commit: (key) => Effect.map(Clock.currentTimeMillis, (now) => sync.commit(key, now)),
+      release: (key) => Effect.sync(() => sync.release(key)),
+      sync,
       transaction: (self) => self
     })
   })

@@ -17,10 +17,9 @@
  * @since 0.1.0
  */
 import type { MsgHdrs } from "@nats-io/nats-core"
-import { DateTime, Effect, Equal, FiberRef, Hash, Option, Schema } from "effect"
+import { DateTime, type Effect, type FiberRef, type Option, Schema } from "effect"
 import { dual } from "effect/Function"
-import { globalValue } from "effect/GlobalValue"
-import { locallyWith } from "./internal/fiberRef.js"
+import * as internal from "./internal/causation.js"
 import { fromRecord } from "./internal/headers.js"
 import { uuidv7 } from "./internal/uuid.js"
 
@@ -276,10 +275,7 @@ export interface Causation {
  * @since 0.1.0
  * @category context
  */
-export const current: FiberRef.FiberRef<Option.Option<Causation>> = globalValue(
-  Symbol.for("effect-nats/Envelope/current"),
-  () => FiberRef.unsafeMake<Option.Option<Causation>>(Option.none())
-)
+export const current: FiberRef.FiberRef<Option.Option<Causation>> = internal.current
 
 /**
  * Run an effect as the handling of `causation`: messages it publishes are
@@ -291,27 +287,4 @@ export const current: FiberRef.FiberRef<Option.Option<Causation>> = globalValue(
 export const withCausation: {
   (causation: Causation): <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   <A, E, R>(self: Effect.Effect<A, E, R>, causation: Causation): Effect.Effect<A, E, R>
-} = dual(2, <A, E, R>(self: Effect.Effect<A, E, R>, causation: Causation) =>
-  // Effect.locally, in fewer steps (it runs once per consumed message)
-  locallyWith(self, current, () => Option.some(new CausationValue(causation))))
-
-/**
- * What `current` holds: compared by reference. (Setting a FiberRef compares
- * the old and new values, and hashing a plain object costs a WeakMap entry.)
- */
-class CausationValue implements Causation, Equal.Equal {
-  readonly id: string
-  readonly correlationId: string
-  readonly tenantId?: string | undefined
-  constructor(causation: Causation) {
-    this.id = causation.id
-    this.correlationId = causation.correlationId
-    if (causation.tenantId !== undefined) this.tenantId = causation.tenantId
-  }
-  [Equal.symbol](that: Equal.Equal): boolean {
-    return this === that
-  }
-  [Hash.symbol](): number {
-    return Hash.string(this.id)
-  }
-}
+} = dual(2, internal.withCausation)

@@ -75,7 +75,12 @@ export const make = <Type extends string, A, I, RS, E, R>(
     const metadata = Envelope.decodeMetadata(u)
     if (metadata !== undefined) {
       const data = decodeData(metadata.data)
-      if (Either.isRight(data)) return Either.right({ ...metadata, data: data.right })
+      if (Either.isRight(data)) {
+        // a new object, only ours: its `data` (the last key) becomes the decoded data
+        const decoded: { data: unknown } = metadata
+        decoded.data = data.right
+        return Either.right(metadata)
+      }
     }
     // anything else: the envelope Schema (its errors name the envelope's fields)
     return decodeEnvelope(u)

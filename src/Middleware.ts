@@ -16,13 +16,31 @@
  * handler  the Handler for the event type
  * ```
  *
+ * A consumer without a custom `pipeline` runs these stages as one step,
+ * {@link defaultStep}, built from the same functions.
+ *
  * @since 0.1.0
  */
 import type { JsMsg } from "@nats-io/jetstream"
-import { Cause, Chunk, Duration, Effect, Either, type Fiber, FiberRef, Metric, Option, ParseResult, Schedule } from "effect"
+import {
+  Cause,
+  Chunk,
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  type Fiber,
+  FiberRef,
+  Metric,
+  Option,
+  ParseResult,
+  Schedule
+} from "effect"
 import type * as DeadLetter from "./DeadLetter.js"
 import type * as Dedup from "./Dedup.js"
 import * as Envelope from "./Envelope.js"
+import * as Causation from "./internal/causation.js"
 import * as Handler from "./Handler.js"
 import { retryAfter } from "./internal/retry.js"
 import * as Metrics from "./Metrics.js"
@@ -178,16 +196,27 @@ export const redeliveryDelay = (
  * @since 0.1.0
  * @category middleware
  */
-export const settle = (settings: Settings): Middleware => (next) => (d) =>
-  Effect.matchCauseEffect(next(d), {
-    onFailure: (cause) =>
-      Cause.isInterruptedOnly(cause)
+export const settle = (settings: Settings): Middleware => (next) => (d) => settleWith(settings, d, next(d))
+
+/**
+ * Settle the message from the outcome of `self` (the settle stage around what it wraps).
+ *
+ * (Per-message callbacks are written as methods on the hot paths: they are plain closures either way, but
+ * a bundler's `keepNames` renames every arrow function stored in a property, a cost per message under tsx.)
+ */
+const settleWith = <R>(settings: Settings, d: Delivery, self: Effect.Effect<Outcome, unknown, R>) =>
+  Effect.matchCauseEffect(self, {
+    onFailure(cause) {
+      return Cause.isInterruptedOnly(cause)
         ? Effect.failCause(cause as Cause.Cause<never>)
         : Effect.flatMap(
           redeliveryDelay(settings.redelivery, d.deliveryCount),
           (delay) => apply(settings, d, Outcome.nak(delay, Cause.pretty(cause)))
-        ),
-    onSuccess: (outcome) => apply(settings, d, outcome)
+        )
+    },
+    onSuccess(outcome) {
+      return apply(settings, d, outcome)
+    }
   })
 
 /** Count an `Ack` outcome (with the fiber's metric labels, as `Metric.increment` would). */
@@ -196,6 +225,13 @@ const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: Outcome 
   if (outcome.reason === "Duplicate") Metrics.duplicatesSkipped.unsafeUpdate(1, labels)
   else if (outcome.reason === "Unhandled") Metrics.unhandled.unsafeUpdate(1, labels)
   Metrics.acked.unsafeUpdate(1, labels)
+}
+
+/** `ack()` and count it, on the fiber that settles (`ack: "fast"`). */
+const ackNow = (fiber: Fiber.RuntimeFiber<unknown, unknown>, d: Delivery, outcome: Outcome & { readonly _tag: "Ack" }) => {
+  // ack() only queues the ack, nats.js writes the acks of a tick together
+  d.msg.ack()
+  countAck(fiber, outcome)
 }
 
 /** Settle the message; succeeds with the outcome. */
@@ -210,10 +246,8 @@ const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect
           }))
         )
       }
-      // one step: ack() only queues the ack, nats.js writes the acks of a tick together
       return Effect.withFiberRuntime((fiber) => {
-        d.msg.ack()
-        countAck(fiber, outcome)
+        ackNow(fiber, d, outcome)
         return Effect.succeed(outcome)
       })
     }
@@ -297,6 +331,82 @@ export const trace = (settings: Settings): Middleware => {
 
 const textDecoder = new TextDecoder()
 
+/** A decoded message: its handler and envelope. */
+interface Decoded {
+  readonly handler: Handler.Any
+  readonly envelope: Envelope.Envelope<unknown>
+}
+
+/** What the decode stage makes of a delivery: an outcome to settle at once, or its handler and envelope. */
+type Decoding = Outcome | Decoded
+
+const isOutcome = (decoding: Decoding): decoding is Outcome => "_tag" in decoding
+
+/** The delivery as the stages after decode see it (its fields read one by one: `d` may compute them). */
+const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
+  msg: d.msg,
+  subject: d.subject,
+  stream: d.stream,
+  consumer: d.consumer,
+  streamSequence: d.streamSequence,
+  deliveryCount: d.deliveryCount,
+  envelope: decoded.envelope,
+  handler: decoded.handler
+})
+
+const invalid = (type: string, error: ParseResult.ParseError): Outcome =>
+  Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`)
+
+/**
+ * The decode stage as a plain function: size check, JSON, route by type,
+ * Schema decode. An effect only when the handler's Schema decodes with one.
+ */
+const decodeDelivery = (settings: Settings, d: Delivery): Decoding | Effect.Effect<Decoding> => {
+  if (d.msg.data.length > settings.maxMessageBytes) {
+    return Outcome.deadLetter(
+      "Oversize",
+      "Oversize",
+      `payload of ${d.msg.data.length} bytes exceeds the limit of ${settings.maxMessageBytes}`
+    )
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(textDecoder.decode(d.msg.data))
+  } catch (e) {
+    return Outcome.deadLetter("Decode", "InvalidJson", `invalid JSON: ${errorMessage(e)}`)
+  }
+  const type = typeof json === "object" && json !== null && "type" in json && typeof json.type === "string"
+    ? json.type
+    : undefined
+  if (type === undefined) {
+    return Outcome.deadLetter("Decode", "NotAnEnvelope", "the payload is not an envelope (no string `type`)")
+  }
+  const handler = settings.handlers.get(type)
+  if (handler === undefined) {
+    return settings.unknownType === "ack"
+      ? Outcome.unhandled
+      : Outcome.deadLetter("UnknownType", "UnknownType", `no handler for event type "${type}"`)
+  }
+  // the handlers' own context is part of the consumer's requirements (see Consumer.make)
+  const decoded = handler.decode(json) as Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError>
+  // a synchronous decode (the usual case) is an Either: no effect to run
+  if (Either.isEither(decoded)) {
+    const result = decoded as Either.Either<Envelope.Envelope<unknown>, ParseResult.ParseError>
+    return Either.isRight(result) ? { handler, envelope: result.right } : invalid(type, result.left)
+  }
+  return Effect.match(decoded, {
+    onFailure: (error): Decoding => invalid(type, error),
+    onSuccess: (envelope): Decoding => ({ handler, envelope })
+  })
+}
+
+/** Continue after the decode stage: settle an outcome, or run `next` as the handling of the envelope. */
+const afterDecode = <R>(next: Step<R>) => (d: Delivery, decoding: Decoding): Effect.Effect<Outcome, unknown, R> =>
+  isOutcome(decoding)
+    ? Effect.succeed(decoding)
+    // the envelope is the causation (its id, correlation id and tenant)
+    : Envelope.withCausation(next(withEnvelope(d, decoding)), decoding.envelope)
+
 /**
  * Decode: refuse oversize payloads, parse JSON, route by the envelope `type`,
  * decode with the handler's Schema (all errors). Failures are dead-lettered at
@@ -308,54 +418,10 @@ const textDecoder = new TextDecoder()
  * @category middleware
  */
 export const decode = (settings: Settings): Middleware => (next) => {
-  // per message: no closures to build on the usual path
-  const handled = (d: Delivery, handler: Handler.Any, envelope: Envelope.Envelope<unknown>) =>
-    Envelope.withCausation(next({ ...d, envelope, handler }), {
-      id: envelope.id,
-      correlationId: envelope.correlationId,
-      tenantId: envelope.tenantId
-    })
-  const invalid = (type: string, error: ParseResult.ParseError) =>
-    Effect.succeed(Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`))
+  const proceed = afterDecode(next)
   return (d) => {
-    if (d.msg.data.length > settings.maxMessageBytes) {
-      return Effect.succeed(Outcome.deadLetter(
-        "Oversize",
-        "Oversize",
-        `payload of ${d.msg.data.length} bytes exceeds the limit of ${settings.maxMessageBytes}`
-      ))
-    }
-    let json: unknown
-    try {
-      json = JSON.parse(textDecoder.decode(d.msg.data))
-    } catch (e) {
-      return Effect.succeed(Outcome.deadLetter("Decode", "InvalidJson", `invalid JSON: ${errorMessage(e)}`))
-    }
-    const type = typeof json === "object" && json !== null && "type" in json && typeof json.type === "string"
-      ? json.type
-      : undefined
-    if (type === undefined) {
-      return Effect.succeed(Outcome.deadLetter("Decode", "NotAnEnvelope", "the payload is not an envelope (no string `type`)"))
-    }
-    const handler = settings.handlers.get(type)
-    if (handler === undefined) {
-      return Effect.succeed(
-        settings.unknownType === "ack"
-          ? Outcome.unhandled
-          : Outcome.deadLetter("UnknownType", "UnknownType", `no handler for event type "${type}"`)
-      )
-    }
-    // the handlers' own context is part of the consumer's requirements (see Consumer.make)
-    const decoded = handler.decode(json) as Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError>
-    // a synchronous decode (the usual case) is an Either: no effect to run
-    if (Either.isEither(decoded)) {
-      const result = decoded as Either.Either<Envelope.Envelope<unknown>, ParseResult.ParseError>
-      return Either.isRight(result) ? handled(d, handler, result.right) : invalid(type, result.left)
-    }
-    return Effect.matchEffect(decoded, {
-      onFailure: (error) => invalid(type, error),
-      onSuccess: (envelope) => handled(d, handler, envelope)
-    })
+    const decoding = decodeDelivery(settings, d)
+    return Effect.isEffect(decoding) ? Effect.flatMap(decoding, (r) => proceed(d, r)) : proceed(d, decoding)
   }
 }
 
@@ -369,6 +435,16 @@ export const decode = (settings: Settings): Middleware => (next) => {
  * @category middleware
  */
 export const retry = (settings: Settings): Middleware => {
+  const recover = recovery(settings)
+  // one step while the handler succeeds; the retry machinery only after a failure (or defect)
+  return (next) => (d) => Effect.catchAllCause(next(d), (cause) => recover(d, cause, next))
+}
+
+/**
+ * What the retry stage does once `next` failed with `cause`: retry in
+ * process, then give up with an outcome. An interruption is passed on.
+ */
+const recovery = (settings: Settings) => {
   const retryable = (e: unknown) => !settings.isPermanent(e)
   const defectError = (defect: unknown) =>
     new Handler.HandlerDefect({
@@ -378,7 +454,7 @@ export const retry = (settings: Settings): Middleware => {
   // defects count as failures
   const asFailure = <A, R>(self: Effect.Effect<A, unknown, R>) =>
     Effect.catchAllDefect(self, (defect) => Effect.fail(defectError(defect)))
-  return (next) => (d) => {
+  return <R>(d: Delivery, cause: Cause.Cause<unknown>, next: Step<R>): Effect.Effect<Outcome, unknown, R> => {
     const giveUp = (error: unknown) => {
       if (settings.isPermanent(error)) {
         return Effect.succeed(Outcome.deadLetter("Permanent", errorTag(error), errorMessage(error)))
@@ -395,17 +471,14 @@ export const retry = (settings: Settings): Middleware => {
         (delay) => Outcome.nak(delay, errorMessage(error))
       )
     }
-    // one step while the handler succeeds; the retry machinery only after a failure (or defect)
-    return Effect.catchAllCause(next(d), (cause) => {
-      const defect = Cause.dieOption(cause)
-      const failure = Option.isSome(defect) ? defect.pipe(Option.map(defectError)) : Cause.failureOption(cause)
-      if (Option.isNone(failure)) return Effect.failCause(cause as Cause.Cause<never>)
-      return retryAfter(failure.value, asFailure(next(d)), {
-        schedule: settings.retry,
-        while: retryable,
-        onRetry: Metric.increment(Metrics.retried)
-      }).pipe(Effect.catchAll(giveUp))
-    })
+    const defect = Cause.dieOption(cause)
+    const failure = Option.isSome(defect) ? defect.pipe(Option.map(defectError)) : Cause.failureOption(cause)
+    if (Option.isNone(failure)) return Effect.failCause(cause as Cause.Cause<never>)
+    return retryAfter(failure.value, asFailure(next(d)), {
+      schedule: settings.retry,
+      while: retryable,
+      onRetry: Metric.increment(Metrics.retried)
+    }).pipe(Effect.catchAll(giveUp))
   }
 }
 
@@ -420,12 +493,6 @@ export const retry = (settings: Settings): Middleware => {
 export const dedup = (settings: Settings): Middleware => {
   if (Option.isNone(settings.dedup)) return (next) => next
   const store = settings.dedup.value
-  // another worker committed the same key first (SQL stores): its effect stands, ours rolled back
-  const isConflict = (cause: Cause.Cause<unknown>) =>
-    Option.exists(
-      Cause.failureOption(cause),
-      (e) => typeof e === "object" && e !== null && "_tag" in e && e._tag === "DedupError" && "reason" in e && e.reason === "Conflict"
-    )
   return (next) => {
     // handle and commit in the store's transaction; release the claim on any failure or interruption
     const claimed = (d: Delivery, key: string) =>
@@ -433,11 +500,12 @@ export const dedup = (settings: Settings): Middleware => {
         Effect.matchCauseEffect(
           restore(store.transaction(Effect.flatMap(next(d), (outcome) => Effect.as(store.commit(key), outcome)))),
           {
-            onFailure: (cause) =>
-              Effect.zipRight(
+            onFailure(cause) {
+              return Effect.zipRight(
                 Effect.ignore(store.release(key)),
                 isConflict(cause) ? Effect.succeed(Outcome.duplicate) : Effect.failCause(cause)
-              ),
+              )
+            },
             onSuccess: Effect.succeed
           }
         )
@@ -446,14 +514,21 @@ export const dedup = (settings: Settings): Middleware => {
       if (d.envelope === undefined) return next(d)
       const key = store.key(d.envelope)
       return Effect.flatMap(store.claim(key), (claim) =>
-        claim === "Claimed"
-          ? claimed(d, key)
-          : claim === "Duplicate"
-          ? Effect.succeed(Outcome.duplicate)
-          : Effect.succeed(Outcome.nak(Duration.seconds(1), `key ${key} is being handled elsewhere`)))
+        claim === "Claimed" ? claimed(d, key) : Effect.succeed(notClaimed(claim, key)))
     }
   }
 }
+
+/** Another worker committed the same key first (SQL stores): its effect stands, ours rolled back. */
+const isConflict = (cause: Cause.Cause<unknown>) =>
+  Option.exists(
+    Cause.failureOption(cause),
+    (e) => typeof e === "object" && e !== null && "_tag" in e && e._tag === "DedupError" && "reason" in e && e.reason === "Conflict"
+  )
+
+/** The outcome of a claim that did not succeed: a duplicate, or a key held by another worker (retried later). */
+const notClaimed = (claim: Exclude<Dedup.ClaimResult, "Claimed">, key: string): Outcome =>
+  claim === "Duplicate" ? Outcome.duplicate : Outcome.nak(Duration.seconds(1), `key ${key} is being handled elsewhere`)
 
 /**
  * The last step: run the handler chosen by the decode stage.
@@ -464,16 +539,29 @@ export const dedup = (settings: Settings): Middleware => {
 export const handle: Step<never> = (d) => {
   if (d.handler === undefined || d.envelope === undefined) return Effect.succeed(Outcome.unhandled)
   const started = performance.now()
-  // the handlers' own context is part of the consumer's requirements (see Consumer.make)
   return Effect.flatMap(
-    d.handler.handle(d.envelope) as Effect.Effect<void, unknown>,
+    runHandler(d.handler, d.envelope),
     () =>
       Effect.withFiberRuntime((fiber) => {
-        Metrics.handlerDuration.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        recordDuration(fiber, started)
         return Effect.succeed(Outcome.handled)
       })
   )
 }
+
+/** The handler's effect for an envelope; a handler that throws instead of returning an effect dies with what it threw. */
+const runHandler = (handler: Handler.Any, envelope: Envelope.Envelope<unknown>): Effect.Effect<void, unknown> => {
+  try {
+    // the handlers' own context is part of the consumer's requirements (see Consumer.make)
+    return handler.handle(envelope) as Effect.Effect<void, unknown>
+  } catch (defect) {
+    return Effect.die(defect)
+  }
+}
+
+/** Record a successful handler's duration (with the fiber's metric labels). */
+const recordDuration = (fiber: Fiber.RuntimeFiber<unknown, unknown>, started: number) =>
+  Metrics.handlerDuration.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
 
 /**
  * The default middleware, by name.
@@ -516,6 +604,88 @@ export const defaultPipeline = (m: Defaults): ReadonlyArray<Middleware> => [
   m.retry,
   m.dedup
 ]
+
+/**
+ * The default pipeline in one step: what
+ * `compose(defaultPipeline(defaults(settings)), handle)` does, with fewer
+ * effects per message. Without a recording tracer, and with no dedup store
+ * or one with a synchronous form (`Dedup.SyncStore`, the memory store), a
+ * message is decoded, claimed, acked and counted by plain functions around
+ * one effect, the handler's; a failure, or a Schema that decodes with an
+ * effect, continues in the same stages as the composed pipeline. Otherwise it
+ * is the composed pipeline.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const defaultStep = (settings: Settings): Step<never> => {
+  const stages = defaults(settings)
+  const composed = compose(defaultPipeline(stages), handle)
+  const store = Option.getOrUndefined(settings.dedup)
+  const sync = store?.sync
+  if (settings.tracing || (store !== undefined && sync === undefined)) return composed
+  const recover = recovery(settings)
+  // what a retry runs (as in the composed pipeline: the retry stage wraps dedup and the handler)
+  const again = stages.dedup(handle)
+  const proceed = afterDecode(stages.retry(again))
+  const handled = Outcome.handled
+  const nowOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
+    Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+
+  // after a failure of the first attempt: the retry stage and what follows, as the handling of the envelope, then settle
+  const retryAndSettle = (d: Delivery, decoded: Decoded, cause: Cause.Cause<unknown>) =>
+    settleWith(settings, d, Envelope.withCausation(recover(withEnvelope(d, decoded), cause, again), decoded.envelope))
+
+  // the first attempt: claim, run the handler as the handling of its envelope, commit and ack; on any failure or
+  // interruption, release the claim (the dedup stage) and put back what was being handled (`withCausation`)
+  const attempt = (fiber: Fiber.RuntimeFiber<unknown, unknown>, d: Delivery, decoded: Decoded) => {
+    const { envelope, handler } = decoded
+    let key: string | undefined
+    if (store !== undefined && sync !== undefined) {
+      key = store.key(envelope)
+      const claim = sync.claim(key, nowOf(fiber))
+      if (claim !== "Claimed") return apply(settings, d, notClaimed(claim, key))
+    }
+    const claimed = key
+    const restoreCausation = Causation.restorer(fiber)
+    const started = performance.now()
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.zipRight(
+        FiberRef.set(Causation.current, Causation.handling(envelope)),
+        Effect.matchCauseEffect(restore(runHandler(handler, envelope)), {
+          onFailure(cause) {
+            if (claimed !== undefined) sync!.release(claimed)
+            // (an interruption goes no further: `restore` ends at once on an interrupted fiber)
+            return Effect.zipRight(
+              restoreCausation,
+              restore(
+                claimed !== undefined && isConflict(cause)
+                  ? apply(settings, d, Outcome.duplicate)
+                  : retryAndSettle(d, decoded, cause)
+              )
+            )
+          },
+          onSuccess() {
+            recordDuration(fiber, started)
+            if (claimed !== undefined) sync!.commit(claimed, nowOf(fiber))
+            if (settings.ack === "fast" && handled._tag === "Ack") {
+              ackNow(fiber, d, handled)
+              return Effect.as(restoreCausation, handled)
+            }
+            return Effect.zipRight(restoreCausation, restore(apply(settings, d, Outcome.handled)))
+          }
+        })
+      )
+    )
+  }
+
+  return (d) => {
+    const decoding = decodeDelivery(settings, d)
+    if (Effect.isEffect(decoding)) return settleWith(settings, d, Effect.flatMap(decoding, (r) => proceed(d, r)))
+    if (isOutcome(decoding)) return apply(settings, d, decoding)
+    return Effect.withFiberRuntime((fiber) => attempt(fiber, d, decoding))
+  }
+}
 
 /**
  * Compose middleware (outermost first) around a last step.

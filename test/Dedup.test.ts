@@ -38,6 +38,25 @@ describe("Dedup.layerMemory", () => {
         expect(yield* dedup.claim("a")).toBe("Claimed")
       }))
 
+    it.effect("evicts in the order of the last write (a commit moves its key to the end), eviction after eviction", () =>
+      Effect.gen(function*() {
+        const dedup = yield* Dedup.makeMemory({ maxSize: 3 })
+        yield* dedup.claim("a")
+        yield* dedup.claim("b")
+        yield* dedup.commit("a") // b, a
+        yield* dedup.claim("c")
+        yield* dedup.claim("d") // b evicted: a, c, d
+        yield* dedup.claim("e") // a evicted: c, d, e
+        expect(yield* dedup.claim("d")).toBe("InProgress")
+        expect(yield* dedup.claim("a")).toBe("Claimed") // c evicted: d, e, a
+        expect(yield* dedup.claim("c")).toBe("Claimed") // d evicted: e, a, c
+        expect(yield* dedup.claim("b")).toBe("Claimed") // e evicted: a, c, b
+        expect(yield* dedup.claim("e")).toBe("Claimed") // a evicted: c, b, e
+        expect(yield* dedup.claim("c")).toBe("InProgress")
+        expect(yield* dedup.claim("b")).toBe("InProgress")
+        expect(yield* dedup.claim("a")).toBe("Claimed")
+      }))
+
     it.effect("a committed key is forgotten after the retention", () =>
       Effect.gen(function*() {
         const dedup = yield* Dedup.makeMemory({ retention: "200 millis" })
