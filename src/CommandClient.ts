@@ -37,6 +37,7 @@ import * as Codec from "./internal/codec.js"
 import { type FiberContext, fiberContext } from "./internal/fiberContext.js"
 import * as micro from "./internal/micro.js"
 import { uuidv7 } from "./internal/uuid.js"
+import { isRecord, parseUtc } from "./internal/wire.js"
 import { NatsClient } from "./NatsClient.js"
 import * as NatsError from "./NatsError.js"
 import * as Subject from "./Subject.js"
@@ -229,6 +230,7 @@ export class CommandClient extends Context.Tag("effect-nats/CommandClient")<Comm
 
 interface Codecs {
   readonly encodeRequest: Codec.Codec<unknown, unknown>
+  readonly encodePayload: Codec.Codec<unknown, unknown>
   readonly decodeSuccess: Codec.Codec<unknown, unknown>
   readonly decodeFailure: (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError, unknown>
   readonly span: { readonly kind: "client"; readonly captureStackTrace: false; readonly attributes: Record<string, unknown> }
@@ -241,6 +243,7 @@ const codecsFor = (command: Command.Any): Codecs => {
   if (codecs === undefined) {
     codecs = {
       encodeRequest: Codec.encoder(Command.request(command.payload) as Schema.Schema<unknown, unknown, unknown>),
+      encodePayload: Codec.encoder(command.payload as Schema.Schema<unknown, unknown, unknown>),
       decodeSuccess: Codec.decoder(command.success as Schema.Schema<unknown, unknown, unknown>),
       decodeFailure: Schema.decodeUnknown(command.failure as Schema.Schema.Any),
       span: {
@@ -261,6 +264,32 @@ const codecsFor = (command: Command.Any): Codecs => {
 
 const decodeResponseBody = Schema.decodeUnknownEither(Schema.parseJson(Command.Response))
 const textEncoder = new TextEncoder()
+const textDecoder = new TextDecoder()
+
+/**
+ * A success response as `Command.Response` decodes it, checked by hand (it is
+ * every answer but errors); `undefined` for anything else, which the Schema
+ * then decodes (or rejects, and says why).
+ */
+const successNow = (msg: Msg): typeof Command.Response.Type | undefined => {
+  let json: unknown
+  try {
+    json = JSON.parse(textDecoder.decode(msg.data))
+  } catch {
+    return undefined
+  }
+  if (!isRecord(json) || json["success"] !== true || json["error"] !== undefined || !isRecord(json["metadata"])) return undefined
+  const { correlationId, durationMs, requestId, timestamp } = json["metadata"]
+  if (typeof correlationId !== "string" || typeof durationMs !== "number") return undefined
+  if (requestId !== undefined && typeof requestId !== "string") return undefined
+  const at = parseUtc(timestamp)
+  if (at === undefined) return undefined
+  return {
+    success: true,
+    ...("result" in json ? { result: json["result"] } : {}),
+    metadata: { ...(requestId !== undefined ? { requestId } : {}), correlationId, timestamp: at, durationMs }
+  }
+}
 
 const transportError = (subject: string) => (e: NatsError.NatsError): CommandTransportError =>
   new CommandTransportError({
@@ -298,7 +327,8 @@ const decodeResponse = (
   codecs: Codecs,
   msg: Msg
 ): Effect.Effect<Response<unknown>, unknown, unknown> => {
-  const body = decodeResponseBody(msg.string())
+  const fast = successNow(msg)
+  const body = fast !== undefined ? Either.right(fast) : decodeResponseBody(msg.string())
   if (Either.isRight(body) && body.right.success) {
     const metadata = body.right.metadata
     const result = codecs.decodeSuccess(body.right.result)
@@ -350,7 +380,8 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
   Effect.gen(function*() {
     const nats = yield* NatsClient
     const nc = nats.connection
-    const defaultTimeout = options.timeout ?? "5 seconds"
+    const defaultTimeout = Duration.decode(options.timeout ?? "5 seconds")
+    const requestError = (subject: string) => NatsError.fromCause("NatsClient.request", subject, nats.servers)
 
     const executeWithMetadata = <C extends Command.Any>(
       command: C,
@@ -384,11 +415,25 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
             if (callOptions.headers) for (const k in callOptions.headers) h.set(k, callOptions.headers[k]!)
           }
           const data = textEncoder.encode(JSON.stringify(encoded))
-          const request = nats.request(subject, data, { timeout, headers: h }).pipe(Effect.mapError(transportError(subject)))
-          const response = Effect.flatMap(
-            retry === undefined ? request : Effect.retry(request, { schedule: retry, while: isRetryable }),
-            (msg) => decodeResponse(command, codecs, msg)
-          )
+          const response = retry === undefined
+            // one request: `nats.request`, mapped and decoded in the same step
+            ? Effect.async<Response<unknown>, unknown, unknown>((resume) => {
+              const failed = (e: unknown) => resume(Effect.fail(transportError(subject)(requestError(subject)(e))))
+              try {
+                nc.request(subject, data, { timeout: Duration.toMillis(timeout), ...(h !== undefined ? { headers: h } : {}) })
+                  .then((msg) => resume(Effect.suspend(() => decodeResponse(command, codecs, msg))), failed)
+              } catch (e) {
+                // refused at once (closed or draining connection, invalid subject)
+                failed(e)
+              }
+            })
+            : Effect.flatMap(
+              Effect.retry(
+                nats.request(subject, data, { timeout, headers: h }).pipe(Effect.mapError(transportError(subject))),
+                { schedule: retry, while: isRetryable }
+              ),
+              (msg) => decodeResponse(command, codecs, msg)
+            )
           return context.recording
             ? Effect.zipRight(
               Effect.annotateCurrentSpan({
@@ -398,6 +443,21 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
               response
             )
             : response
+        }
+        // the usual case: only the payload goes through its Schema, the envelope is written as `Command.request` encodes it
+        const encodedPayload = requestId === "" || correlationId === "" ? undefined : Codec.sync(codecs.encodePayload(payload))
+        if (encodedPayload !== undefined && Either.isRight(encodedPayload)) {
+          return send({
+            ...(aggregateId !== undefined ? { aggregateId } : {}),
+            payload: encodedPayload.right,
+            metadata: {
+              requestId,
+              correlationId,
+              ...(causationId !== undefined ? { causationId } : {}),
+              ...(userId !== undefined ? { userId } : {}),
+              timestamp: new Date(now).toISOString()
+            }
+          })
         }
         const encoded = codecs.encodeRequest({
           ...(aggregateId !== undefined ? { aggregateId } : {}),

@@ -33,8 +33,12 @@ import {
   Duration,
   Effect,
   Either,
+  Equal,
+  Exit,
   FiberRef,
+  FiberRefs,
   FiberSet,
+  Hash,
   Layer,
   Option,
   ParseResult,
@@ -46,6 +50,7 @@ import * as Command from "./Command.js"
 import * as Envelope from "./Envelope.js"
 import * as Codec from "./internal/codec.js"
 import { locallyWith } from "./internal/fiberRef.js"
+import { isRecord, parseUtc } from "./internal/wire.js"
 import * as micro from "./internal/micro.js"
 import { uuidv7 } from "./internal/uuid.js"
 import { NatsClient } from "./NatsClient.js"
@@ -255,6 +260,7 @@ interface Compiled<R> {
   readonly command: Command.Any
   readonly endpoint: micro.Endpoint
   readonly decodeRequest: Codec.Codec<DecodedRequest, R>
+  readonly decodePayload: Codec.Codec<unknown, R>
   readonly encodeSuccess: Codec.Codec<unknown, R>
   readonly encodeFailure: Codec.Codec<unknown, R>
   readonly isFailure: (u: unknown) => boolean
@@ -311,6 +317,7 @@ const compile = <R>(h: Handler<R>, queueGroup: string): Compiled<R> => {
       command: command.name
     }),
     decodeRequest: Codec.decoder(Command.request(command.payload), { errors: "all" }) as Compiled<R>["decodeRequest"],
+    decodePayload: Codec.decoder(command.payload as Schema.Schema<unknown, unknown, unknown>, { errors: "all" }) as Compiled<R>["decodePayload"],
     encodeSuccess: Codec.encoder(command.success as Schema.Schema<unknown, unknown, unknown>) as Compiled<R>["encodeSuccess"],
     encodeFailure: Codec.encoder(command.failure as Schema.Schema<unknown, unknown, unknown>) as Compiled<R>["encodeFailure"],
     isFailure: (u) => isFailure(u),
@@ -329,43 +336,96 @@ const compile = <R>(h: Handler<R>, queueGroup: string): Compiled<R> => {
   }
 }
 
+/** An optional string field: absent, or a string (at least `min` long). */
+const optionalString = (u: unknown, min: number): boolean => u === undefined || (typeof u === "string" && u.length >= min)
+
+/**
+ * The request metadata as `Command.RequestMetadata` decodes it, checked by
+ * hand (it is on every request); `undefined` when it does not check, and the
+ * Schema then says why.
+ */
+const metadataNow = (u: unknown): typeof Command.RequestMetadata.Type | undefined => {
+  if (!isRecord(u)) return undefined
+  const { causationId, correlationId, requestId, timestamp, userId } = u
+  if (
+    !optionalString(requestId, 1) || !optionalString(correlationId, 1) || !optionalString(causationId, 0) ||
+    !optionalString(userId, 0)
+  ) return undefined
+  const at = timestamp === undefined ? undefined : parseUtc(timestamp)
+  if (timestamp !== undefined && at === undefined) return undefined
+  const out: { -readonly [K in keyof typeof Command.RequestMetadata.Type]: typeof Command.RequestMetadata.Type[K] } = {}
+  if (requestId !== undefined) out.requestId = requestId as string
+  if (correlationId !== undefined) out.correlationId = correlationId as string
+  if (causationId !== undefined) out.causationId = causationId as string
+  if (userId !== undefined) out.userId = userId as string
+  if (at !== undefined) out.timestamp = at
+  return out
+}
+
+/**
+ * The request body (parsed JSON), decoded without running an Effect when the
+ * Schemas allow it: the body or the `400`, or `undefined` when only the
+ * effectful decoder can tell (a Schema with an async step or a service).
+ * The envelope (`aggregateId`, `metadata`) is checked by hand and only the
+ * payload goes through its Schema; anything unusual takes the full
+ * `Command.request` Schema, which names the invalid fields.
+ */
+const decodeNow = <R>(c: Compiled<R>, json: unknown): Either.Either<DecodedRequest, Outcome> | undefined => {
+  if (isRecord(json) && "payload" in json && optionalString(json["aggregateId"], 0)) {
+    const meta = json["metadata"] === undefined ? undefined : metadataNow(json["metadata"])
+    if (json["metadata"] === undefined || meta !== undefined) {
+      const payload = Codec.sync(c.decodePayload(json["payload"]))
+      if (payload !== undefined && Either.isRight(payload)) {
+        const aggregateId = json["aggregateId"] as string | undefined
+        return Either.right({
+          ...(aggregateId !== undefined ? { aggregateId } : {}),
+          payload: payload.right,
+          ...(meta !== undefined ? { metadata: meta } : {})
+        })
+      }
+    }
+  }
+  const done = Codec.sync(c.decodeRequest(json))
+  return done === undefined ? undefined : Either.mapLeft(done, invalid)
+}
+
+const invalid = (error: ParseResult.ParseError): Outcome => {
+  const issues = issuesOf(error)
+  return badRequest(`invalid request: ${describeIssues(issues)}`, { issues })
+}
+
+/** The JSON of a request, or its `400`. */
+const parseBody = (msg: Msg): Either.Either<unknown, Outcome> => {
+  try {
+    return Either.right(JSON.parse(textDecoder.decode(msg.data)))
+  } catch (e) {
+    return Either.left(badRequest(`invalid JSON: ${e instanceof Error ? e.message : String(e)}`))
+  }
+}
+
 /**
  * Run one request: decode, handle, encode. Never fails: every problem is an
  * error outcome (400 / 500 / 503 / the typed failure's code). Decoding and
  * encoding are synchronous when the Schemas allow it (the usual case).
  */
 const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number, tracing: boolean): Effect.Effect<Outcome, never, R> => {
-  let json: unknown
-  try {
-    json = JSON.parse(textDecoder.decode(msg.data))
-  } catch (e) {
-    return Effect.succeed(badRequest(`invalid JSON: ${e instanceof Error ? e.message : String(e)}`))
-  }
-  const invalid = (error: ParseResult.ParseError) => {
-    const issues = issuesOf(error)
-    return badRequest(`invalid request: ${describeIssues(issues)}`, { issues })
-  }
-  const decoded = c.decodeRequest(json)
-  const done = Codec.sync(decoded)
+  const json = parseBody(msg)
+  if (Either.isLeft(json)) return Effect.succeed(json.left)
+  const done = decodeNow(c, json.right)
   if (done === undefined) {
     return Effect.flatMap(
-      Effect.either(decoded),
+      Effect.either(c.decodeRequest(json.right)),
       (body) => Either.isLeft(body) ? Effect.succeed(invalid(body.left)) : handleDecoded(c, msg, nowMillis, tracing, body.right)
     )
   }
-  return Either.isLeft(done) ? Effect.succeed(invalid(done.left)) : handleDecoded(c, msg, nowMillis, tracing, done.right)
+  return Either.isLeft(done) ? Effect.succeed(done.left) : handleDecoded(c, msg, nowMillis, tracing, done.right)
 }
 
-const handleDecoded = <R>(
-  c: Compiled<R>,
-  msg: Msg,
-  nowMillis: number,
-  tracing: boolean,
-  body: DecodedRequest
-): Effect.Effect<Outcome, never, R> => {
+/** The request a handler sees. */
+const makeRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number, body: DecodedRequest): Request => {
   const meta = body.metadata
   const id = meta?.requestId ?? uuidv7(nowMillis)
-  const request: Request = {
+  return {
     id,
     subject: msg.subject,
     kind: c.command.kind,
@@ -379,6 +439,33 @@ const handleDecoded = <R>(
     timestamp: meta?.timestamp ?? DateTime.unsafeMake(nowMillis),
     headers: headerRecord(msg)
   }
+}
+
+/**
+ * A request as `Envelope.current` holds it while its handler runs: compared
+ * by reference, like the values `Envelope.withCausation` sets (a FiberRef
+ * compares old and new values, and hashing a plain object costs a WeakMap
+ * entry).
+ */
+class RequestCausation implements Envelope.Causation, Equal.Equal {
+  constructor(readonly id: string, readonly correlationId: string) {}
+  [Equal.symbol](that: Equal.Equal): boolean {
+    return this === that
+  }
+  [Hash.symbol](): number {
+    return Hash.string(this.id)
+  }
+}
+
+const handleDecoded = <R>(
+  c: Compiled<R>,
+  msg: Msg,
+  nowMillis: number,
+  tracing: boolean,
+  body: DecodedRequest
+): Effect.Effect<Outcome, never, R> => {
+  const request = makeRequest(c, msg, nowMillis, body)
+  const id = request.id
   const handled = c.handle(body.payload, request).pipe(
     Effect.flatMap(c.encodeSuccess),
     // Effect.provideService(RequestContext, request), in fewer steps
@@ -400,28 +487,61 @@ const handleDecoded = <R>(
     : handled
 }
 
-/** The outcome of a handler that failed: its typed failure, 503 when interrupted, else 500 (logged). */
-const failed = <R>(c: Compiled<R>, request: Request, cause: Cause.Cause<unknown>): Effect.Effect<Outcome, never, R> =>
-  Effect.gen(function*() {
-    const failure = Cause.failureOption(cause)
-    if (Option.isSome(failure) && c.isFailure(failure.value)) {
-      const error = failure.value as Command.Failure & { readonly message?: unknown }
-      const details = yield* Effect.either(c.encodeFailure(error))
-      if (Either.isRight(details)) {
-        const message = typeof error.message === "string" && error.message.length > 0 ? error.message : error._tag
-        return { request, error: { code: String(error.code), message, details: details.right } }
-      }
-      yield* Effect.logError(`CommandService: cannot encode the failure of ${c.command.subject}`, details.left)
-      return { request, ...internalError }
+/** An outcome, and what to log about it (a 500's details). */
+interface Failed {
+  readonly outcome: Outcome
+  readonly log?: Effect.Effect<void> | undefined
+}
+
+const typedFailure = <R>(
+  c: Compiled<R>,
+  request: Request,
+  error: Command.Failure & { readonly message?: unknown },
+  details: Either.Either<unknown, ParseResult.ParseError>
+): Failed => {
+  if (Either.isLeft(details)) {
+    return {
+      outcome: { request, ...internalError },
+      log: Effect.logError(`CommandService: cannot encode the failure of ${c.command.subject}`, details.left)
     }
-    if (Cause.isInterruptedOnly(cause)) {
-      return { request, error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } }
-    }
-    yield* Effect.logError(`CommandService: ${c.command.subject} failed unexpectedly`, cause).pipe(
+  }
+  const message = typeof error.message === "string" && error.message.length > 0 ? error.message : error._tag
+  return { outcome: { request, error: { code: String(error.code), message, details: details.right } } }
+}
+
+/**
+ * The outcome of a handler that failed: its typed failure, 503 when
+ * interrupted, else 500 (logged). An Effect only when the failure Schema
+ * needs the effectful encoder.
+ */
+const failedWith = <R>(c: Compiled<R>, request: Request, cause: Cause.Cause<unknown>): Failed | Effect.Effect<Failed, never, R> => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure) && c.isFailure(failure.value)) {
+    const error = failure.value as Command.Failure & { readonly message?: unknown }
+    const encoded = c.encodeFailure(error)
+    const details = Codec.sync(encoded)
+    return details === undefined
+      ? Effect.map(Effect.either(encoded), (d) => typedFailure(c, request, error, d))
+      : typedFailure(c, request, error, details)
+  }
+  if (Cause.isInterruptedOnly(cause)) {
+    return { outcome: { request, error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } } }
+  }
+  return {
+    outcome: { request, ...internalError },
+    log: Effect.logError(`CommandService: ${c.command.subject} failed unexpectedly`, cause).pipe(
       Effect.annotateLogs({ requestId: request.id, correlationId: request.correlationId })
     )
-    return { request, ...internalError }
-  })
+  }
+}
+
+const logged = (f: Failed): Effect.Effect<Outcome> => f.log === undefined ? Effect.succeed(f.outcome) : Effect.as(f.log, f.outcome)
+
+/** {@link failedWith} as an Effect that logs. */
+const failed = <R>(c: Compiled<R>, request: Request, cause: Cause.Cause<unknown>): Effect.Effect<Outcome, never, R> => {
+  const f = failedWith(c, request, cause)
+  return Effect.isEffect(f) ? Effect.flatMap(f, logged) : logged(f)
+}
 
 const respond = (
   endpoint: micro.Endpoint,
@@ -523,8 +643,9 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
       Runtime.runFork(runtime)(Effect.logError(`CommandService ${options.name}: subscription error on ${subject}`, error))
 
     // finalizers run in reverse: endpoints drain, in-flight requests finish, discovery stops, leftovers are interrupted
-    const fibers = yield* FiberSet.make<void, never>()
+    const fibers = yield* FiberSet.make<unknown, never>()
     const run = yield* FiberSet.runtime(fibers)<R>()
+    const handlerRuntime = yield* Effect.runtime<R>()
 
     yield* Effect.acquireRelease(
       Effect.try({
@@ -587,6 +708,92 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
           : served
       })
 
+    /** Log from outside a request's fiber (the answer is already sent). */
+    const background = (log: Effect.Effect<void>): void => {
+      Runtime.runFork(runtime)(log)
+    }
+
+    const replyNow = (c: Compiled<R>, msg: Msg, outcome: Outcome, started: bigint): void => {
+      let sent: ReturnType<typeof respond>
+      try {
+        sent = respond(c.endpoint, msg, outcome, started, clock.unsafeCurrentTimeMillis())
+      } catch (e) {
+        return background(
+          Effect.logWarning(`CommandService: cannot respond on ${c.command.subject}`, new Cause.UnknownException(e))
+        )
+      }
+      if (sent.encodeError !== undefined) {
+        background(Effect.logError(`CommandService: the response of ${c.command.subject} is not JSON`, sent.encodeError))
+      }
+    }
+
+    /**
+     * `serve` without a tracer recording, in fewer steps (it runs once per
+     * request): the request is decoded and answered by plain functions, and
+     * only the handler runs in a fiber, forked with `RequestContext` in its
+     * context and the request as `Envelope.current` (so nothing needs
+     * restoring after it), and answered when that fiber ends (a `503` if it
+     * was interrupted). A handler that returns its outcome directly
+     * (`Effect.succeed`, `Effect.fail`) needs no fiber. Requests whose
+     * Schemas need effects take `serve`.
+     */
+    const serveNow = (c: Compiled<R>, msg: Msg): void => {
+      const started = process.hrtime.bigint()
+      const json = parseBody(msg)
+      if (Either.isLeft(json)) return replyNow(c, msg, json.left, started)
+      const body = decodeNow(c, json.right)
+      if (body === undefined) {
+        run(serve(c, msg))
+        return
+      }
+      if (Either.isLeft(body)) return replyNow(c, msg, body.left, started)
+      const request = makeRequest(c, msg, clock.unsafeCurrentTimeMillis(), body.right)
+      /** Answer with the handler's encoded success, or its failure. */
+      const handled = (exit: Exit.Exit<unknown, unknown>): void => {
+        if (exit._tag === "Success") return replyNow(c, msg, { request, result: exit.value }, started)
+        const f = failedWith(c, request, exit.cause)
+        if (Effect.isEffect(f)) {
+          run(Effect.flatMap(f, (f) => Effect.map(logged(f), (outcome) => replyNow(c, msg, outcome, started))))
+          return
+        }
+        replyNow(c, msg, f.outcome, started)
+        if (f.log !== undefined) background(f.log)
+      }
+      let handling: Effect.Effect<unknown, unknown, R>
+      try {
+        handling = c.handle(body.right.payload, request)
+      } catch (defect) {
+        // a handler that throws instead of returning an Effect: a defect, like one thrown inside it
+        return handled(Exit.die(defect))
+      }
+      // a handler that answered without running anything (`Effect.succeed`, `Effect.fail`): nothing to run a fiber for
+      if (Exit.isExit(handling)) {
+        if (handling._tag === "Failure") return handled(handling)
+        const encoded = Codec.sync(c.encodeSuccess(handling.value))
+        if (encoded !== undefined) {
+          return handled(Either.isRight(encoded) ? Exit.succeed(encoded.right) : Exit.fail(encoded.left))
+        }
+      }
+      const causation = Option.some(new RequestCausation(request.id, request.correlationId))
+      const fiber = Runtime.runFork(
+        Runtime.make({
+          context: Context.add(handlerRuntime.context, RequestContext, request),
+          fiberRefs: handlerRuntime.fiberRefs,
+          runtimeFlags: handlerRuntime.runtimeFlags
+        }),
+        Effect.exit(Effect.flatMap(handling, c.encodeSuccess)),
+        { updateRefs: (refs, fiberId) => FiberRefs.updateAs(refs, { fiberId, fiberRef: Envelope.current, value: causation }) }
+      )
+      fiber.addObserver((exit: Exit.Exit<Exit.Exit<unknown, unknown>>) =>
+        // a failure here is an interruption (the service stopping)
+        exit._tag === "Success"
+          ? handled(exit.value)
+          : replyNow(c, msg, { request, error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } }, started)
+      )
+      // still running (it waits for I/O): the stop waits for it
+      if (fiber.unsafePoll() === null) FiberSet.unsafeAdd(fibers, fiber)
+    }
+
     const endpointSubs: Array<Subscription> = []
     yield* Effect.acquireRelease(
       Effect.try({
@@ -601,7 +808,8 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
                   return
                 }
                 // run at once, in this callback: a request that needs no I/O is answered before nats.js reads on
-                run(serve(c, msg), { immediate: true })
+                if (tracing) run(serve(c, msg), { immediate: true })
+                else serveNow(c, msg)
               }
             }))
           }

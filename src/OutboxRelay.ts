@@ -26,10 +26,28 @@
  * @since 0.1.0
  */
 import { randomUUID } from "node:crypto"
-import { Clock, Duration, Effect, Either, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  FiberId,
+  FiberRef,
+  Layer,
+  Metric,
+  Option,
+  Queue,
+  Runtime,
+  Schedule,
+  type Scope
+} from "effect"
+import { fiberContext } from "./internal/fiberContext.js"
+import { pipelined, type StartPublish } from "./internal/publishPipelined.js"
 import * as Metrics from "./Metrics.js"
 import { OutboxError, OutboxStore } from "./Outbox.js"
-import { type OutgoingMessage, Publisher, type PublishError } from "./Publisher.js"
+import { type Ack, type OutgoingMessage, Publisher, type PublishError } from "./Publisher.js"
 
 /**
  * Relay options.
@@ -73,6 +91,12 @@ export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.expone
 
 type Round = "Standby" | "Idle" | "More"
 
+/** What publishing a batch did: the ids published, and the first failure (its aggregate stopped there). */
+interface Published {
+  readonly ids: Array<string>
+  readonly failure: PublishError | undefined
+}
+
 /** Split a batch into per-aggregate chains, each in enqueue order. */
 const chains = (rows: ReadonlyArray<OutgoingMessage>): Array<Array<OutgoingMessage>> => {
   const byAggregate = new Map<string, Array<OutgoingMessage>>()
@@ -114,27 +138,90 @@ export const make = (
     const retry = options.retry ?? defaultRetry
     const retention = Duration.decode(options.retention ?? "1 hour")
 
-    /** Publish one aggregate's messages in order; stop at the first failure. */
-    const publishChain = (chain: ReadonlyArray<OutgoingMessage>, published: Array<string>) =>
-      Effect.gen(function*() {
-        for (const message of chain) {
-          const result = yield* Effect.either(publisher.publishMessage(message))
-          if (Either.isLeft(result)) return Option.some(result.left)
-          published.push(message.id)
+    /**
+     * How a message is published: `publisher.publishMessage` in a fiber, or,
+     * when it is the publisher's own and no tracer records, its pipelined
+     * form (plain promises; a fiber only to retry a failure).
+     */
+    const starter: Effect.Effect<StartPublish> = Effect.flatMap(Effect.runtime<never>(), (runtime) =>
+      Effect.flatMap(fiberContext, (context) =>
+        Effect.map(FiberRef.get(FiberRef.currentMetricLabels), (labels): StartPublish => {
+          const own = pipelined.get(publisher.publishMessage)
+          if (own !== undefined && !context.recording) return own(runtime, labels)
+          const run = Runtime.runFork(runtime)
+          return (message, done, track) => {
+            const fiber = run(publisher.publishMessage(message))
+            track(fiber)
+            fiber.addObserver(done)
+          }
+        })))
+
+    /**
+     * Publish a batch: one chain per aggregate, its messages one after
+     * another in enqueue order, at most `window` chains at a time, driven by
+     * the acks (no fiber per chain). A failed publish ends its chain (a later
+     * message of the aggregate never overtakes it); the others go on. A
+     * defect ends the batch.
+     */
+    const publishBatch = (start: StartPublish, rows: ReadonlyArray<OutgoingMessage>) =>
+      Effect.async<Published>((resume) => {
+        const queue = chains(rows)
+        const ids: Array<string> = []
+        const fibers = new Set<Fiber.RuntimeFiber<Ack, PublishError>>()
+        const track = (fiber: Fiber.RuntimeFiber<Ack, PublishError>) => {
+          fibers.add(fiber)
+          fiber.addObserver(() => fibers.delete(fiber))
         }
-        return Option.none<PublishError>()
+        let failure: PublishError | undefined
+        let next = 0
+        let active = 0
+        let over = false
+        const end = (exit: Exit.Exit<Published>) => {
+          if (over) return
+          over = true
+          for (const fiber of fibers) fiber.unsafeInterruptAsFork(FiberId.none)
+          resume(exit)
+        }
+        const settled = (chain: ReadonlyArray<OutgoingMessage>, index: number) => (exit: Exit.Exit<Ack, PublishError>) => {
+          if (over) return
+          if (Exit.isSuccess(exit)) {
+            ids.push(chain[index]!.id)
+            if (index + 1 < chain.length) return publish(chain, index + 1)
+          } else {
+            const error = Cause.failureOption(exit.cause)
+            if (Option.isNone(error)) return end(Exit.failCause(exit.cause as Cause.Cause<never>))
+            failure ??= error.value
+          }
+          active--
+          fill()
+        }
+        const publish = (chain: ReadonlyArray<OutgoingMessage>, index: number): void => {
+          try {
+            start(chain[index]!, settled(chain, index), track)
+          } catch (defect) {
+            end(Exit.die(defect))
+          }
+        }
+        const fill = () => {
+          while (!over && active < window && next < queue.length) {
+            active++
+            publish(queue[next++]!, 0)
+          }
+          if (!over && active === 0 && next === queue.length) end(Exit.succeed({ ids, failure }))
+        }
+        fill()
+        return Effect.suspend(() => {
+          over = true
+          return Fiber.interruptAll(fibers)
+        })
       })
 
     const batch: Effect.Effect<Round, PublishError | OutboxError> = Effect.gen(function*() {
       const rows = yield* store.pending(batchSize)
       if (rows.length === 0) return "Idle"
-      const published: Array<string> = []
-      const failures = yield* Effect.forEach(chains(rows), (chain) => publishChain(chain, published), {
-        concurrency: window
-      })
-      if (published.length > 0) yield* store.markPublished(published)
-      const failure = Option.firstSomeOf(failures)
-      if (Option.isSome(failure)) return yield* failure.value
+      const published = yield* publishBatch(yield* starter, rows)
+      if (published.ids.length > 0) yield* store.markPublished(published.ids)
+      if (published.failure !== undefined) return yield* published.failure
       return rows.length < batchSize ? "Idle" : "More"
     })
 

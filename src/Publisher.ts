@@ -32,6 +32,7 @@ import * as Codec from "./internal/codec.js"
 import { type FiberContext, fiberContext } from "./internal/fiberContext.js"
 import { fromRecord } from "./internal/headers.js"
 import { publisherFor } from "./internal/jetstreamPublish.js"
+import { pipelined } from "./internal/publishPipelined.js"
 import { retryAfter } from "./internal/retry.js"
 import { JetStream } from "./JetStream.js"
 import * as Metrics from "./Metrics.js"
@@ -382,6 +383,30 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
     const publishMessage = (message: OutgoingMessage) =>
       Effect.flatMap(fiberContext, (context) =>
         context.recording ? traced(message.subject, annotated(message)) : send(message))
+
+    // `publishMessage` with plain promises (what `send` does), for the outbox relay's window
+    pipelined.set(publishMessage, (runtime, labels) => (message, done, track) => {
+      let p: Prepared
+      try {
+        p = prepare(message)
+      } catch (defect) {
+        // what `publishMessage` would die with (e.g. a header nats.js refuses)
+        return done(Exit.die(defect))
+      }
+      publishNow(p).then(
+        (ack) => {
+          Metrics.published.unsafeUpdate(1, labels)
+          done(Exit.succeed(toAck(message.id, ack)))
+        },
+        (cause) => {
+          const fiber = Runtime.runFork(runtime)(
+            acked(p, recover(p, NatsError.fromCause("Publisher.publish", message.subject)(cause)))
+          )
+          track(fiber)
+          fiber.addObserver(done)
+        }
+      )
+    })
 
     const publish = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta: Meta = {}) => {
       const buildIn = (context: FiberContext) =>

@@ -197,6 +197,31 @@ describe("CommandService + CommandClient", () => {
         })
       }))
 
+    it.scoped("a handler that returns Effect.succeed / Effect.fail directly is answered like any other", () =>
+      Effect.gen(function*() {
+        const direct = CommandService.handler(IssueInvoice, (payload, request) =>
+          payload.amount > 1000
+            ? Effect.fail(new AmountTooLarge({ max: 1000, message: `amount ${payload.amount} exceeds 1000` }))
+            : payload.amount < 0
+            // does not match the success schema: a 500
+            ? Effect.succeed({ invoiceId: request.aggregateId ?? "new", total: "minus" as unknown as number })
+            : Effect.succeed({ invoiceId: request.aggregateId ?? "new", total: payload.amount }))
+        const instance = yield* CommandService.make({ name: "billing", version: "1.0.0", commands: [direct] })
+        const client = yield* CommandClient.CommandClient
+
+        const ok = yield* client.executeWithMetadata(IssueInvoice, "inv-9", { amount: 9, currency: "EUR" }, { requestId: "req-9" })
+        expect(ok.result).toEqual({ invoiceId: "inv-9", total: 9 })
+        expect(ok.metadata).toMatchObject({ requestId: "req-9", correlationId: "req-9" })
+        const tooLarge = yield* Effect.flip(client.execute(IssueInvoice, "inv-2", { amount: 5000, currency: "EUR" }))
+        expect(tooLarge).toBeInstanceOf(AmountTooLarge)
+        expect(tooLarge).toMatchObject({ code: "AMOUNT_TOO_LARGE", max: 1000 })
+        const bad = yield* Effect.flip(client.execute(IssueInvoice, "inv-3", { amount: -1, currency: "EUR" }))
+        expect(bad).toMatchObject({ _tag: "CommandServiceError", code: "500", message: "internal error" })
+
+        const stats = (yield* instance.stats).endpoints[0]!
+        expect(stats).toMatchObject({ num_requests: 3, num_errors: 2, last_error: "500:internal error" })
+      }))
+
     it.scoped("a malformed request gets a 400 naming every invalid field; the service keeps serving", () =>
       Effect.gen(function*() {
         yield* CommandService.make({ name: "billing", version: "1.0.0", commands: [issue] })
@@ -229,6 +254,42 @@ describe("CommandService + CommandClient", () => {
           invoiceId: "inv-3",
           total: 3
         })
+      }))
+
+    it.scoped("the request envelope decodes as Command.request says, in every form a client may send", () =>
+      Effect.gen(function*() {
+        yield* CommandService.make({ name: "billing", version: "1.0.0", commands: [whoami] })
+        const ask = (body: unknown) => raw(Whoami.subject, JSON.stringify(body))
+        const answer = (msg: Msg) => msg.json<{ success: boolean; result: { timestamp: string; requestId: string } }>()
+
+        // the usual form, and others the Schema accepts (an offset, no fraction); unknown keys are ignored
+        const usual = yield* ask({ payload: {}, metadata: { requestId: "r-1", timestamp: "2026-01-02T03:04:05.678Z", extra: 1 } })
+        expect(answer(usual).result).toMatchObject({ requestId: "r-1", timestamp: "2026-01-02T03:04:05.678Z" })
+        const offset = yield* ask({ payload: {}, metadata: { requestId: "r-2", timestamp: "2026-01-02T03:04:05+01:00" } })
+        expect(answer(offset).result).toMatchObject({ requestId: "r-2", timestamp: "2026-01-02T02:04:05.000Z" })
+        const noFraction = yield* ask({ payload: {}, aggregateId: "s-1", metadata: { timestamp: "2026-01-02T03:04:05Z" } })
+        expect(answer(noFraction).result).toMatchObject({ timestamp: "2026-01-02T03:04:05.000Z" })
+
+        // what the Schema refuses is a 400 naming the field
+        const refused = (body: unknown) =>
+          Effect.map(ask(body), (msg) => {
+            expect(errorHeaders(msg).code).toBe("400")
+            return msg.json<{ error: { details: { issues: Array<{ path: Array<string> }> } } }>().error.details.issues.map((
+              i
+            ) => i.path.join("."))
+          })
+        expect(yield* refused({ payload: {}, metadata: { requestId: "" } })).toEqual(["metadata.requestId"])
+        expect(yield* refused({ payload: {}, metadata: { correlationId: 7, userId: null } })).toEqual([
+          "metadata.correlationId",
+          "metadata.userId"
+        ])
+        expect(yield* refused({ payload: {}, metadata: { timestamp: "2026-13-45T00:00:00.000Z" } })).toEqual([
+          "metadata.timestamp"
+        ])
+        expect(yield* refused({ payload: {}, metadata: null })).toEqual(["metadata"])
+        expect(yield* refused({ payload: {}, aggregateId: 12 })).toEqual(["aggregateId"])
+        expect(yield* refused({ metadata: {} })).toEqual(["payload"])
+        expect(yield* refused([])).toEqual([""])
       }))
 
     it.scoped("a defect is a 500 without internals, and is logged", () =>
