@@ -33,12 +33,10 @@ import {
   Duration,
   Effect,
   Either,
-  Equal,
   Exit,
   FiberRef,
   FiberRefs,
   FiberSet,
-  Hash,
   Layer,
   Option,
   ParseResult,
@@ -48,6 +46,7 @@ import {
 } from "effect"
 import * as Command from "./Command.js"
 import * as Envelope from "./Envelope.js"
+import * as Causation from "./internal/causation.js"
 import * as Codec from "./internal/codec.js"
 import { locallyWith } from "./internal/fiberRef.js"
 import { isRecord, parseUtc } from "./internal/wire.js"
@@ -441,21 +440,6 @@ const makeRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number, body: Decod
   }
 }
 
-/**
- * A request as `Envelope.current` holds it while its handler runs: compared
- * by reference, like the values `Envelope.withCausation` sets (a FiberRef
- * compares old and new values, and hashing a plain object costs a WeakMap
- * entry).
- */
-class RequestCausation implements Envelope.Causation, Equal.Equal {
-  constructor(readonly id: string, readonly correlationId: string) {}
-  [Equal.symbol](that: Equal.Equal): boolean {
-    return this === that
-  }
-  [Hash.symbol](): number {
-    return Hash.string(this.id)
-  }
-}
 
 const handleDecoded = <R>(
   c: Compiled<R>,
@@ -774,7 +758,7 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
           return handled(Either.isRight(encoded) ? Exit.succeed(encoded.right) : Exit.fail(encoded.left))
         }
       }
-      const causation = Option.some(new RequestCausation(request.id, request.correlationId))
+      const causation = Causation.handling({ id: request.id, correlationId: request.correlationId })
       const fiber = Runtime.runFork(
         Runtime.make({
           context: Context.add(handlerRuntime.context, RequestContext, request),

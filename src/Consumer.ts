@@ -63,6 +63,13 @@ export interface Options<H extends ReadonlyArray<Handler.Any>> {
   readonly ackWait?: Duration.DurationInput | undefined
   /** Unacked messages the server lets this consumer have (default 1000). */
   readonly maxAckPending?: number | undefined
+  /**
+   * Messages asked for in one pull (default `max(100, 8 × concurrency)`, at
+   * most `maxAckPending`). Larger pulls mean fewer round trips and more
+   * throughput; but what one instance pulled waits for its workers, so with
+   * several instances of a durable smaller pulls spread the load better.
+   */
+  readonly pullBatch?: number | undefined
   /** How long shutdown waits for in-flight handlers (default 10 s). */
   readonly drainTimeout?: Duration.DurationInput | undefined
   /** A message whose type has no handler: `"ack"` (default, counted) or `"deadLetter"`. */
@@ -390,7 +397,7 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
       try: () => js.client.consumers.get(options.stream, options.durable),
       catch: NatsError.fromCause("Consumer.get")
     })
-    const maxMessages = Math.min(options.maxAckPending ?? 1000, Math.max(100, concurrency * 8))
+    const maxMessages = Math.max(1, Math.min(options.maxAckPending ?? 1000, options.pullBatch ?? Math.max(100, concurrency * 8)))
     const messages: ConsumerMessages = yield* Effect.tryPromise({
       try: () =>
         consumer.consume({

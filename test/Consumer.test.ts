@@ -218,7 +218,7 @@ describe("Consumer", () => {
         yield* eventually(Effect.map(js.consumerInfo(stream, durable), (i) => i.num_ack_pending === 0 && i.num_pending === 0))
       }))
 
-    it.scoped("orderBy aggregate keeps each aggregate's messages in order", () =>
+    it.scoped("orderBy aggregate keeps each aggregate's messages in order (also across many small pulls)", () =>
       Effect.gen(function*() {
         const stream = yield* billingStream
         const publisher = yield* Publisher.Publisher
@@ -228,6 +228,7 @@ describe("Consumer", () => {
           durable: unique("ordered"),
           concurrency: 8,
           orderBy: "aggregate",
+          pullBatch: 7,
           handlers: [
             Handler.make(InvoiceIssued, (e) =>
               Effect.zipRight(

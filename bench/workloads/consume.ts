@@ -20,6 +20,8 @@ export const consume = Effect.gen(function*() {
     Effect.promise(() => js.manager.consumers.delete("BENCH", durable).catch(() => false))
 
   const rows: Array<Row> = []
+  // both sides ask for the same number of messages per pull
+  const pullBatch = 1000
   for (const concurrency of [1, 64]) {
     const raw = Effect.gen(function*() {
       const durable = durableName("raw")
@@ -27,7 +29,7 @@ export const consume = Effect.gen(function*() {
       const consumer = yield* Effect.promise(() => js.client.consumers.get("BENCH", durable))
       const t0 = performance.now()
       yield* Effect.promise(async () => {
-        const messages = await consumer.consume({ max_messages: 1000 })
+        const messages = await consumer.consume({ max_messages: pullBatch })
         let seen = 0
         for await (const m of messages) {
           m.ack()
@@ -51,7 +53,7 @@ export const consume = Effect.gen(function*() {
       yield* js.ensureConsumer({ stream: "BENCH", durable, maxAckPending: 10_000, maxDeliver: 6, ackWait: "30 seconds" })
       const rate = yield* Effect.scoped(Effect.gen(function*() {
         const t0 = performance.now()
-        yield* Consumer.make({ stream: "BENCH", durable, concurrency, maxAckPending: 10_000, provision: false, handlers: [onItem] }).pipe(
+        yield* Consumer.make({ stream: "BENCH", durable, concurrency, pullBatch, maxAckPending: 10_000, provision: false, handlers: [onItem] }).pipe(
           Effect.provide(Dedup.layerMemory())
         )
         yield* Deferred.await(done)
