@@ -381,7 +381,6 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
     const nats = yield* NatsClient
     const nc = nats.connection
     const defaultTimeout = Duration.decode(options.timeout ?? "5 seconds")
-    const requestError = (subject: string) => NatsError.fromCause("NatsClient.request", subject, nats.servers)
 
     const executeWithMetadata = <C extends Command.Any>(
       command: C,
@@ -415,25 +414,11 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
             if (callOptions.headers) for (const k in callOptions.headers) h.set(k, callOptions.headers[k]!)
           }
           const data = textEncoder.encode(JSON.stringify(encoded))
-          const response = retry === undefined
-            // one request: `nats.request`, mapped and decoded in the same step
-            ? Effect.async<Response<unknown>, unknown, unknown>((resume) => {
-              const failed = (e: unknown) => resume(Effect.fail(transportError(subject)(requestError(subject)(e))))
-              try {
-                nc.request(subject, data, { timeout: Duration.toMillis(timeout), ...(h !== undefined ? { headers: h } : {}) })
-                  .then((msg) => resume(Effect.suspend(() => decodeResponse(command, codecs, msg))), failed)
-              } catch (e) {
-                // refused at once (closed or draining connection, invalid subject)
-                failed(e)
-              }
-            })
-            : Effect.flatMap(
-              Effect.retry(
-                nats.request(subject, data, { timeout, headers: h }).pipe(Effect.mapError(transportError(subject))),
-                { schedule: retry, while: isRetryable }
-              ),
-              (msg) => decodeResponse(command, codecs, msg)
-            )
+          const requested = nats.request(subject, data, { timeout, headers: h }).pipe(Effect.mapError(transportError(subject)))
+          const response = Effect.flatMap(
+            retry === undefined ? requested : Effect.retry(requested, { schedule: retry, while: isRetryable }),
+            (msg) => decodeResponse(command, codecs, msg)
+          )
           return context.recording
             ? Effect.zipRight(
               Effect.annotateCurrentSpan({

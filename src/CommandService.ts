@@ -282,6 +282,12 @@ const badRequest = (message: string, details?: unknown): Outcome => ({
 
 const internalError: Outcome = { error: { code: Command.ErrorCodes.internal, message: "internal error" } }
 
+/** The answer to a request whose handler was interrupted (the service stopping). */
+const stopping = (request?: Request): Outcome => ({
+  ...(request !== undefined ? { request } : {}),
+  error: { code: Command.ErrorCodes.unavailable, message: "service stopping" }
+})
+
 const issuesOf = (error: ParseResult.ParseError) =>
   ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
     path: issue.path.map((p) => typeof p === "symbol" ? String(p) : p),
@@ -440,7 +446,6 @@ const makeRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number, body: Decod
   }
 }
 
-
 const handleDecoded = <R>(
   c: Compiled<R>,
   msg: Msg,
@@ -509,7 +514,7 @@ const failedWith = <R>(c: Compiled<R>, request: Request, cause: Cause.Cause<unkn
       : typedFailure(c, request, error, details)
   }
   if (Cause.isInterruptedOnly(cause)) {
-    return { outcome: { request, error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } } }
+    return { outcome: stopping(request) }
   }
   return {
     outcome: { request, ...internalError },
@@ -657,26 +662,41 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
     const clock = yield* Clock.clockWith(Effect.succeed)
     const tracing = yield* Tracing.isRecording
 
+    /** Send the answer; what went wrong sending it is returned as a log, for the caller to run where it runs. */
+    const answer = (
+      c: Compiled<R>,
+      msg: Msg,
+      outcome: Outcome,
+      started: bigint
+    ): { readonly lastError: string | undefined; readonly log: Effect.Effect<void> | undefined } => {
+      try {
+        const sent = respond(c.endpoint, msg, outcome, started, clock.unsafeCurrentTimeMillis())
+        return {
+          lastError: sent.lastError,
+          log: sent.encodeError === undefined
+            ? undefined
+            : Effect.logError(`CommandService: the response of ${c.command.subject} is not JSON`, sent.encodeError)
+        }
+      } catch (e) {
+        return {
+          lastError: undefined,
+          log: Effect.logWarning(`CommandService: cannot respond on ${c.command.subject}`, new Cause.UnknownException(e))
+        }
+      }
+    }
+
     const serve = (c: Compiled<R>, msg: Msg): Effect.Effect<void, never, R> =>
       Effect.suspend(() => {
         const started = process.hrtime.bigint()
         const reply = (outcome: Outcome): Effect.Effect<void> => {
-          let sent: ReturnType<typeof respond>
-          try {
-            sent = respond(c.endpoint, msg, outcome, started, clock.unsafeCurrentTimeMillis())
-          } catch (e) {
-            return Effect.logWarning(`CommandService: cannot respond on ${c.command.subject}`, new Cause.UnknownException(e))
-          }
+          const sent = answer(c, msg, outcome, started)
           const annotate = tracing && sent.lastError !== undefined
             ? Effect.annotateCurrentSpan("error.type", sent.lastError)
             : Effect.void
-          return sent.encodeError === undefined ? annotate : Effect.zipRight(
-            annotate,
-            Effect.logError(`CommandService: the response of ${c.command.subject} is not JSON`, sent.encodeError)
-          )
+          return sent.log === undefined ? annotate : Effect.zipRight(annotate, sent.log)
         }
         const served = handleRequest(c, msg, clock.unsafeCurrentTimeMillis(), tracing).pipe(
-          Effect.onInterrupt(() => reply({ error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } })),
+          Effect.onInterrupt(() => reply(stopping())),
           Effect.flatMap(reply)
         )
         // a SERVER span only when a tracer records it
@@ -698,17 +718,8 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
     }
 
     const replyNow = (c: Compiled<R>, msg: Msg, outcome: Outcome, started: bigint): void => {
-      let sent: ReturnType<typeof respond>
-      try {
-        sent = respond(c.endpoint, msg, outcome, started, clock.unsafeCurrentTimeMillis())
-      } catch (e) {
-        return background(
-          Effect.logWarning(`CommandService: cannot respond on ${c.command.subject}`, new Cause.UnknownException(e))
-        )
-      }
-      if (sent.encodeError !== undefined) {
-        background(Effect.logError(`CommandService: the response of ${c.command.subject} is not JSON`, sent.encodeError))
-      }
+      const sent = answer(c, msg, outcome, started)
+      if (sent.log !== undefined) background(sent.log)
     }
 
     /**
@@ -772,7 +783,7 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
         // a failure here is an interruption (the service stopping)
         exit._tag === "Success"
           ? handled(exit.value)
-          : replyNow(c, msg, { request, error: { code: Command.ErrorCodes.unavailable, message: "service stopping" } }, started)
+          : replyNow(c, msg, stopping(request), started)
       )
       // still running (it waits for I/O): the stop waits for it
       if (fiber.unsafePoll() === null) FiberSet.unsafeAdd(fibers, fiber)

@@ -88,6 +88,8 @@ export type Outcome =
     readonly message: string
   }
 
+type AckOutcome = Extract<Outcome, { readonly _tag: "Ack" }>
+
 /**
  * Outcome constructors.
  *
@@ -95,9 +97,9 @@ export type Outcome =
  * @category constructors
  */
 export const Outcome = {
-  handled: { _tag: "Ack", reason: "Handled" } as Outcome,
-  duplicate: { _tag: "Ack", reason: "Duplicate" } as Outcome,
-  unhandled: { _tag: "Ack", reason: "Unhandled" } as Outcome,
+  handled: { _tag: "Ack", reason: "Handled" } as Outcome & AckOutcome,
+  duplicate: { _tag: "Ack", reason: "Duplicate" } as Outcome & AckOutcome,
+  unhandled: { _tag: "Ack", reason: "Unhandled" } as Outcome & AckOutcome,
   nak: (delay: Duration.DurationInput, reason: string): Outcome => ({ _tag: "Nak", delay: Duration.decode(delay), reason }),
   deadLetter: (reason: DeadLetterReason, errorTag: string, message: string): Outcome => ({
     _tag: "DeadLetter",
@@ -220,7 +222,7 @@ const settleWith = <R>(settings: Settings, d: Delivery, self: Effect.Effect<Outc
   })
 
 /** Count an `Ack` outcome (with the fiber's metric labels, as `Metric.increment` would). */
-const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: Outcome & { readonly _tag: "Ack" }) => {
+const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: AckOutcome) => {
   const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
   if (outcome.reason === "Duplicate") Metrics.duplicatesSkipped.unsafeUpdate(1, labels)
   else if (outcome.reason === "Unhandled") Metrics.unhandled.unsafeUpdate(1, labels)
@@ -228,7 +230,7 @@ const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: Outcome 
 }
 
 /** `ack()` and count it, on the fiber that settles (`ack: "fast"`). */
-const ackNow = (fiber: Fiber.RuntimeFiber<unknown, unknown>, d: Delivery, outcome: Outcome & { readonly _tag: "Ack" }) => {
+const ackNow = (fiber: Fiber.RuntimeFiber<unknown, unknown>, d: Delivery, outcome: AckOutcome) => {
   // ack() only queues the ack, nats.js writes the acks of a tick together
   d.msg.ack()
   countAck(fiber, outcome)
@@ -628,7 +630,6 @@ export const defaultStep = (settings: Settings): Step<never> => {
   // what a retry runs (as in the composed pipeline: the retry stage wraps dedup and the handler)
   const again = stages.dedup(handle)
   const proceed = afterDecode(stages.retry(again))
-  const handled = Outcome.handled
   const nowOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
     Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
 
@@ -654,23 +655,17 @@ export const defaultStep = (settings: Settings): Step<never> => {
         FiberRef.set(Causation.current, Causation.handling(envelope)),
         Effect.matchCauseEffect(restore(runHandler(handler, envelope)), {
           onFailure(cause) {
+            // (a sync store runs no transaction, so it has no commit conflict to turn into a duplicate)
             if (claimed !== undefined) sync!.release(claimed)
             // (an interruption goes no further: `restore` ends at once on an interrupted fiber)
-            return Effect.zipRight(
-              restoreCausation,
-              restore(
-                claimed !== undefined && isConflict(cause)
-                  ? apply(settings, d, Outcome.duplicate)
-                  : retryAndSettle(d, decoded, cause)
-              )
-            )
+            return Effect.zipRight(restoreCausation, restore(retryAndSettle(d, decoded, cause)))
           },
           onSuccess() {
             recordDuration(fiber, started)
             if (claimed !== undefined) sync!.commit(claimed, nowOf(fiber))
-            if (settings.ack === "fast" && handled._tag === "Ack") {
-              ackNow(fiber, d, handled)
-              return Effect.as(restoreCausation, handled)
+            if (settings.ack === "fast") {
+              ackNow(fiber, d, Outcome.handled)
+              return Effect.as(restoreCausation, Outcome.handled)
             }
             return Effect.zipRight(restoreCausation, restore(apply(settings, d, Outcome.handled)))
           }
