@@ -1,7 +1,7 @@
 import { describe, expect, layer } from "@effect/vitest"
 import { headers } from "@nats-io/nats-core"
 import { Clock, Duration, Effect, Exit, Layer, Metric, Ref, Schedule, Scope } from "effect"
-import { Consumer, DeadLetter, Envelope, Handler, JetStream, Metrics, Middleware, Publisher } from "effect-nats"
+import { Consumer, DeadLetter, Envelope, Handler, JetStream, Metrics, Middleware, NatsClient, Publisher } from "effect-nats"
 import { billingStream, eventually, InvoiceIssued, PaymentReceived, PipelineLive, unique } from "./utils.js"
 
 const count = (metric: Metric.Metric.Counter<number>) => Effect.map(Metric.value(metric), (s) => s.count)
@@ -244,6 +244,34 @@ describe("Consumer", () => {
         for (const values of Object.values(yield* Ref.get(seen))) {
           expect(values).toEqual([...values].sort((a, b) => a - b))
         }
+      }))
+
+    it.scoped("pullBatch is the batch of the consumer's pull requests; the default is max(100, 8 x concurrency)", () =>
+      Effect.gen(function*() {
+        const stream = yield* billingStream
+        const nc = (yield* NatsClient.NatsClient).connection
+        const batchesOf = (durable: string) =>
+          Effect.gen(function*() {
+            // a pull request is a publish to this subject: a plain subscriber sees it too
+            const batches: Array<number> = []
+            const sub = nc.subscribe(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`, {
+              callback: (_, m) => {
+                batches.push((m.json() as { batch: number }).batch)
+              }
+            })
+            yield* Effect.addFinalizer(() => Effect.sync(() => sub.unsubscribe()))
+            yield* Effect.promise(() => nc.flush())
+            return batches
+          })
+        const small = unique("pull7")
+        const smallBatches = yield* batchesOf(small)
+        yield* Consumer.make({ stream, durable: small, concurrency: 2, pullBatch: 7, handlers: [Handler.make(InvoiceIssued, () => Effect.void)] })
+        const wide = unique("pull64")
+        const wideBatches = yield* batchesOf(wide)
+        yield* Consumer.make({ stream, durable: wide, concurrency: 64, handlers: [Handler.make(InvoiceIssued, () => Effect.void)] })
+        yield* eventually(Effect.sync(() => smallBatches.length > 0 && wideBatches.length > 0))
+        expect(smallBatches[0]).toBe(7)
+        expect(wideBatches[0]).toBe(512)
       }))
 
     it.scoped("a type with no handler is acked and counted", () =>
