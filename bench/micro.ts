@@ -52,6 +52,7 @@ const stepOf = (mode: string) =>
       isPermanent: () => false,
       unknownType: "ack",
       maxMessageBytes: 1024 * 1024,
+      maxDepth: 128,
       ack: "fast",
       termWithReason: false,
       tracing: false,

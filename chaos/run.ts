@@ -3,7 +3,7 @@
  * `npm run chaos -- --quick` (about a tenth, ~2 minutes).
  *
  *   --quick            about 1/10 of the counts
- *   --only=a,b         run only these scenarios (names below, or 1..7)
+ *   --only=a,b         run only these scenarios (names below, or 1..8)
  *   --list             print the scenarios and their counts, run nothing
  *
  * Counts are overridable with CHAOS_* variables (see chaos/README.md);
@@ -22,6 +22,7 @@ import { count, describeResult, jsonLine, type Result, seed } from "./lib/harnes
 import * as authTls from "./scenarios/authTls.js"
 import * as consumerCrash from "./scenarios/consumerCrash.js"
 import * as gracefulDrain from "./scenarios/gracefulDrain.js"
+import * as hostilePayloads from "./scenarios/hostilePayloads.js"
 import * as hostileSubjects from "./scenarios/hostileSubjects.js"
 import * as outboxCrash from "./scenarios/outboxCrash.js"
 import * as poison from "./scenarios/poison.js"
@@ -73,7 +74,11 @@ const scenarios: ReadonlyArray<Scenario> = [
     const sizes = { strings: count("HOSTILE_STRINGS", 10_000, 1_000, q) }
     return { name: hostileSubjects.name, sizes, run: hostileSubjects.run(sizes) }
   })(),
-  { name: authTls.name, sizes: {}, run: authTls.run() }
+  { name: authTls.name, sizes: {}, run: authTls.run() },
+  (() => {
+    const sizes = { inputs: count("HOSTILE_INPUTS", 10_000, 1_000, q) }
+    return { name: hostilePayloads.name, sizes, run: hostilePayloads.run(sizes) }
+  })()
 ]
 
 const selected = scenarios.filter((s, i) => only === undefined || only.includes(s.name) || only.includes(String(i + 1)))

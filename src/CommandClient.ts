@@ -37,7 +37,9 @@ import * as Codec from "./internal/codec.js"
 import { type FiberContext, fiberContext } from "./internal/fiberContext.js"
 import * as micro from "./internal/micro.js"
 import { uuidv7 } from "./internal/uuid.js"
+import * as Json from "./internal/json.js"
 import { isRecord, parseUtc } from "./internal/wire.js"
+import * as Limits from "./Limits.js"
 import { NatsClient } from "./NatsClient.js"
 import * as NatsError from "./NatsError.js"
 import * as Subject from "./Subject.js"
@@ -325,8 +327,21 @@ const malformedResult = (subject: string) => (cause: ParseResult.ParseError) =>
 const decodeResponse = (
   command: Command.Any,
   codecs: Codecs,
-  msg: Msg
+  msg: Msg,
+  limits: { readonly maxDepth: number; readonly maxBytes: number }
 ): Effect.Effect<Response<unknown>, unknown, unknown> => {
+  // over the limits: refused before anything parses or walks it
+  const refused = Json.exceeds(msg.data, limits.maxDepth, limits.maxBytes)
+  if (refused !== undefined) {
+    return Either.left(
+      new CommandTransportError({
+        reason: "MalformedResponse",
+        subject: command.subject,
+        message: `response from ${command.subject} refused: ${refused.message}`,
+        cause: refused
+      })
+    )
+  }
   const fast = successNow(msg)
   const body = fast !== undefined ? Either.right(fast) : decodeResponseBody(msg.string())
   if (Either.isRight(body) && body.right.success) {
@@ -380,6 +395,7 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
   Effect.gen(function*() {
     const nats = yield* NatsClient
     const nc = nats.connection
+    const limits = Limits.resolve(yield* Limits.Limits, nc.info?.max_payload)
     const defaultTimeout = Duration.decode(options.timeout ?? "5 seconds")
 
     const executeWithMetadata = <C extends Command.Any>(
@@ -417,7 +433,7 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
           const requested = nats.request(subject, data, { timeout, headers: h }).pipe(Effect.mapError(transportError(subject)))
           const response = Effect.flatMap(
             retry === undefined ? requested : Effect.retry(requested, { schedule: retry, while: isRetryable }),
-            (msg) => decodeResponse(command, codecs, msg)
+            (msg) => decodeResponse(command, codecs, msg, limits)
           )
           return context.recording
             ? Effect.zipRight(
@@ -506,6 +522,10 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
           [Tracing.Attributes.operationName]: "process"
         }
         const one = (msg: Msg) => {
+          const refused = Json.exceeds(msg.data, limits.maxDepth, limits.maxBytes)
+          if (refused !== undefined) {
+            return Effect.logWarning(`CommandClient.subscribe: a message on ${msg.subject} is refused: ${refused.message}`)
+          }
           const handled = decode(msg.string()).pipe(
             Effect.matchEffect({
               onFailure: (e) =>
@@ -537,7 +557,17 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
             })
             : handled
         }
-        yield* Queue.take(queue).pipe(Effect.flatMap(one), Effect.forever, Effect.forkScoped)
+        // whatever one message does (a defect included), the subscriber goes on with the next
+        yield* Queue.take(queue).pipe(
+          Effect.flatMap((msg) =>
+            Effect.catchAllCause(
+              Effect.suspend(() => one(msg)),
+              (cause) => Effect.logError(`CommandClient.subscribe: a message on ${msg.subject} failed`, cause)
+            )
+          ),
+          Effect.forever,
+          Effect.forkScoped
+        )
         yield* nats.flush
       })
 
@@ -570,6 +600,11 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
         const decode = Schema.decodeUnknownEither(Schema.parseJson(schema))
         const out: Array<A> = []
         for (const msg of received.slice(0, max)) {
+          const refused = Json.exceeds(msg.data, limits.maxDepth, limits.maxBytes)
+          if (refused !== undefined) {
+            yield* Effect.logWarning(`CommandClient: ignoring a ${verb} response: ${refused.message}`)
+            continue
+          }
           const decoded = decode(msg.string())
           if (Either.isRight(decoded)) out.push(decoded.right)
           else {

@@ -48,10 +48,12 @@ import * as Command from "./Command.js"
 import * as Envelope from "./Envelope.js"
 import * as Causation from "./internal/causation.js"
 import * as Codec from "./internal/codec.js"
+import * as Json from "./internal/json.js"
 import { locallyWith } from "./internal/fiberRef.js"
 import { isRecord, parseUtc } from "./internal/wire.js"
 import * as micro from "./internal/micro.js"
 import { uuidv7 } from "./internal/uuid.js"
+import * as Limits from "./Limits.js"
 import { NatsClient } from "./NatsClient.js"
 import * as NatsError from "./NatsError.js"
 import * as Tracing from "./Tracing.js"
@@ -265,10 +267,10 @@ interface Compiled<R> {
   readonly isFailure: (u: unknown) => boolean
   readonly handle: (payload: unknown, request: Request) => Effect.Effect<unknown, unknown, R>
   readonly span: { readonly kind: "server"; readonly captureStackTrace: false; readonly attributes: Record<string, unknown> }
+  readonly limits: { readonly maxDepth: number; readonly maxBytes: number }
 }
 
 const textEncoder = new TextEncoder()
-const textDecoder = new TextDecoder()
 
 const headerSafe = (s: string): string => {
   // eslint-disable-next-line no-control-regex
@@ -311,7 +313,11 @@ const headerRecord = (msg: Msg): Record<string, string> => {
   return out
 }
 
-const compile = <R>(h: Handler<R>, queueGroup: string): Compiled<R> => {
+const compile = <R>(
+  h: Handler<R>,
+  queueGroup: string,
+  limits: { readonly maxDepth: number; readonly maxBytes: number }
+): Compiled<R> => {
   const command = h.command
   const isFailure = Schema.is(Schema.typeSchema(command.failure as Schema.Schema.Any))
   return {
@@ -327,6 +333,7 @@ const compile = <R>(h: Handler<R>, queueGroup: string): Compiled<R> => {
     encodeFailure: Codec.encoder(command.failure as Schema.Schema<unknown, unknown, unknown>) as Compiled<R>["encodeFailure"],
     isFailure: (u) => isFailure(u),
     handle: h.handle,
+    limits,
     span: {
       kind: "server",
       captureStackTrace: false,
@@ -399,13 +406,14 @@ const invalid = (error: ParseResult.ParseError): Outcome => {
   return badRequest(`invalid request: ${describeIssues(issues)}`, { issues })
 }
 
-/** The JSON of a request, or its `400`. */
-const parseBody = (msg: Msg): Either.Either<unknown, Outcome> => {
-  try {
-    return Either.right(JSON.parse(textDecoder.decode(msg.data)))
-  } catch (e) {
-    return Either.left(badRequest(`invalid JSON: ${e instanceof Error ? e.message : String(e)}`))
-  }
+/** The JSON of a request, or its `400` (invalid JSON, or over the limits: checked before parsing). */
+const parseBody = <R>(c: Compiled<R>, msg: Msg): Either.Either<unknown, Outcome> => {
+  const parsed = Json.parse(msg.data, c.limits.maxDepth, c.limits.maxBytes)
+  if (Either.isRight(parsed)) return Either.right(parsed.right)
+  const { message, reason } = parsed.left
+  return Either.left(
+    reason === "InvalidJson" ? badRequest(message) : badRequest(`request refused: ${message}`, { reason })
+  )
 }
 
 /**
@@ -414,7 +422,7 @@ const parseBody = (msg: Msg): Either.Either<unknown, Outcome> => {
  * encoding are synchronous when the Schemas allow it (the usual case).
  */
 const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number, tracing: boolean): Effect.Effect<Outcome, never, R> => {
-  const json = parseBody(msg)
+  const json = parseBody(c, msg)
   if (Either.isLeft(json)) return Effect.succeed(json.left)
   const done = decodeNow(c, json.right)
   if (done === undefined) {
@@ -609,7 +617,8 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
       return yield* Effect.dieMessage(`CommandService.make: version ${JSON.stringify(options.version)} is not SemVer`)
     }
     const queueGroup = options.queueGroup ?? micro.defaultQueueGroup
-    const compiled = options.commands.map((h) => compile(h as Handler<R>, queueGroup))
+    const limits = Limits.resolve(yield* Limits.Limits, nc.info?.max_payload)
+    const compiled = options.commands.map((h) => compile(h as Handler<R>, queueGroup, limits))
     const subjects = new Set<string>()
     for (const c of compiled) {
       if (subjects.has(c.command.subject)) {
@@ -734,7 +743,7 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
      */
     const serveNow = (c: Compiled<R>, msg: Msg): void => {
       const started = process.hrtime.bigint()
-      const json = parseBody(msg)
+      const json = parseBody(c, msg)
       if (Either.isLeft(json)) return replyNow(c, msg, json.left, started)
       const body = decodeNow(c, json.right)
       if (body === undefined) {
@@ -789,6 +798,18 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
       if (fiber.unsafePoll() === null) FiberSet.unsafeAdd(fibers, fiber)
     }
 
+    /** What threw out of a request's handling in the subscription callback: answered `500`, logged, counted. */
+    const escaped = (c: Compiled<R>, msg: Msg, defect: unknown): void => {
+      try {
+        replyNow(c, msg, internalError, process.hrtime.bigint())
+      } catch {
+        // the answer cannot be sent either: the log below says why
+      }
+      background(
+        Effect.logError(`CommandService ${options.name}: request on ${c.command.subject} failed outside its handler`, Cause.die(defect))
+      )
+    }
+
     const endpointSubs: Array<Subscription> = []
     yield* Effect.acquireRelease(
       Effect.try({
@@ -803,8 +824,13 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
                   return
                 }
                 // run at once, in this callback: a request that needs no I/O is answered before nats.js reads on
-                if (tracing) run(serve(c, msg), { immediate: true })
-                else serveNow(c, msg)
+                try {
+                  if (tracing) run(serve(c, msg), { immediate: true })
+                  else serveNow(c, msg)
+                } catch (defect) {
+                  // nothing may escape into nats.js: a throw here would end the connection's reader
+                  escaped(c, msg, defect)
+                }
               }
             }))
           }

@@ -25,12 +25,13 @@
  */
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream"
 import type { Subscription } from "@nats-io/nats-core"
-import { type Cause, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
+import { Cause, Duration, Effect, Fiber, Layer, Metric, Option, Queue, Runtime, Schedule, type Scope } from "effect"
 import * as DeadLetter from "./DeadLetter.js"
 import { Dedup } from "./Dedup.js"
 import type * as Handler from "./Handler.js"
 import { Inbox } from "./internal/inbox.js"
 import { JetStream, type JetStreamProvisionError } from "./JetStream.js"
+import * as Limits from "./Limits.js"
 import * as Metrics from "./Metrics.js"
 import * as Middleware from "./Middleware.js"
 import { NatsClient } from "./NatsClient.js"
@@ -76,8 +77,16 @@ export interface Options<H extends ReadonlyArray<Handler.Any>> {
   readonly unknownType?: "ack" | "deadLetter" | undefined
   /** Errors to dead-letter at once (besides `Handler.PermanentError`). */
   readonly isPermanent?: ((error: unknown) => boolean) | undefined
-  /** Larger payloads are dead-lettered (default 1 MiB). */
+  /** Larger payloads are dead-lettered, reason `TooLarge` (default: `Limits.maxBytes`, else the server's max_payload). */
   readonly maxMessageBytes?: number | undefined
+  /**
+   * The longest a message may be handled (default 5 minutes). Past it, a
+   * watchdog stops keeping the message alive, naks it (or dead-letters it,
+   * reason `Timeout`, at its last delivery), logs and counts it
+   * (`Metrics.handlerTimeouts`), and replaces the worker, so a handler that
+   * never resumes cannot hold a message or a worker for ever.
+   */
+  readonly handlerTimeout?: Duration.DurationInput | undefined
   /** `"fast"` (default): `ack()`; `"confirm"`: `ackAck()`, waiting for the server. */
   readonly ack?: "fast" | "confirm" | undefined
   /** Create or update the durable consumer to match these options (default true). */
@@ -185,6 +194,8 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     const maxDeliver = Math.max(1, options.maxDeliver ?? 5)
     const ackWait = Duration.decode(options.ackWait ?? "30 seconds")
     const drainTimeout = options.drainTimeout ?? "10 seconds"
+    const handlerTimeout = Duration.toMillis(Duration.decode(options.handlerTimeout ?? "5 minutes"))
+    const limits = Limits.resolve(yield* Limits.Limits, nats.connection.info?.max_payload)
 
     const handlers = new Map<string, Handler.Any>()
     for (const h of options.handlers) {
@@ -215,7 +226,8 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
         (typeof e === "object" && e !== null && "_tag" in e && e._tag === "PermanentError") ||
         (options.isPermanent?.(e) ?? false),
       unknownType: options.unknownType ?? "ack",
-      maxMessageBytes: options.maxMessageBytes ?? 1024 * 1024,
+      maxMessageBytes: options.maxMessageBytes ?? limits.maxBytes,
+      maxDepth: limits.maxDepth,
       ack: options.ack ?? "fast",
       // term(reason) is ignored by servers before 2.10.4 (the message is redelivered)
       termWithReason: yield* nats.serverAtLeast("2.10.4"),
@@ -234,9 +246,6 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
       { length: ordered ? concurrency : 1 },
       () => new Inbox<JsMsg>(ordered ? 1 : concurrency, 64)
     )
-    // what each worker is handling, for the keep-alive
-    const handling: Array<JsMsg | undefined> = Array.from({ length: concurrency })
-    const handlingSince: Array<number> = Array.from({ length: concurrency }, () => 0)
     // stopping: no message is started any more; messages not started are handed back (nak) once the pull
     // is closed (a nak while it is open would have the server deliver them here again), newest first:
     // nats-server 2.9 delivers the last delivered message twice when it is nak'ed after others
@@ -258,12 +267,6 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
       return inboxes[hash(key) % inboxes.length]!
     }
 
-    const pipelineFailed = (msg: JsMsg) => (cause: Cause.Cause<unknown>) =>
-      Effect.zipRight(
-        Effect.logError(`Consumer ${options.durable}: pipeline failed on ${msg.subject}#${msg.info.streamSequence}`, cause),
-        Effect.sync(() => msg.nak())
-      )
-
     // the default step reads a message's JetStream metadata (parsed from its reply subject) only if it needs it;
     // custom middleware get plain objects (they may copy them with a spread)
     const delivery = options.pipeline === undefined
@@ -280,15 +283,51 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
         }
       }
 
-    const worker = (index: number): Effect.Effect<void, never, Handler.Context<H[number]>> => {
-      const inbox = inboxes[ordered ? index : 0]!
+    // settle a message the pipeline could not: nak with the redelivery delay, or dead-letter it at its last delivery
+    const settleOutcome = Middleware.settle(settings)
+    const giveUp = (msg: JsMsg, reason: "Timeout" | "MaxDeliveries", errorTag: string, message: string) =>
+      Effect.flatMap(
+        msg.info.deliveryCount >= maxDeliver
+          ? Effect.succeed(Middleware.Outcome.deadLetter(reason, errorTag, message))
+          : Effect.map(
+            Middleware.redeliveryDelay(settings.redelivery, msg.info.deliveryCount),
+            (delay) => Middleware.Outcome.nak(delay, message)
+          ),
+        (outcome) => settleOutcome(() => Effect.succeed(outcome))(delivery(msg))
+      ).pipe(Effect.catchAllCause(() => Effect.sync(() => msg.nak())))
+
+    const pipelineFailed = (msg: JsMsg) => (cause: Cause.Cause<unknown>) =>
+      Effect.zipRight(
+        Effect.logError(`Consumer ${options.durable}: pipeline failed on ${msg.subject}#${msg.info.streamSequence}`, cause),
+        giveUp(msg, "MaxDeliveries", "PipelineDefect", `the pipeline failed: ${Cause.pretty(cause).slice(0, 1024)}`)
+      )
+
+    /**
+     * A worker's current message, for the keep-alive and the watchdog. A
+     * slot exists only while its worker's fiber runs (removed when the fiber
+     * ends, however it ends): a message is kept alive only by a running fiber.
+     */
+    interface Slot {
+      readonly index: number
+      msg: JsMsg | undefined
+      since: number
+      /** The watchdog settled `msg` and replaced this worker. */
+      expired: boolean
+    }
+    const running = new Map<Slot, Fiber.RuntimeFiber<void, never>>()
+    /** Interrupt workers, waiting a bounded time: a worker stuck in an uninterruptible handler is left behind. */
+    const interruptWorkers = (fibers: ReadonlyArray<Fiber.RuntimeFiber<void, never>>) =>
+      Fiber.interruptAll(fibers).pipe(Effect.interruptible, Effect.timeoutOption("1 second"), Effect.asVoid)
+
+    const worker = (slot: Slot): Effect.Effect<void, never, Handler.Context<H[number]>> => {
+      const inbox = inboxes[ordered ? slot.index : 0]!
       // the chunk being worked on, and the message at `position`: when stopping, or interrupted (drain
-      // timeout), what the worker has not started is handed back
+      // timeout, watchdog), what the worker has not started is handed back
       let chunk: ReadonlyArray<JsMsg> = []
       let position = -1
       let handedBack = false
-      // a pipeline that fails (the message is `chunk[position]`)
-      const failed = (cause: Cause.Cause<unknown>) => pipelineFailed(chunk[position]!)(cause)
+      // a pipeline that fails or dies (the message is `chunk[position]`), unless the watchdog settled it
+      const failed = (cause: Cause.Cause<unknown>) => slot.expired ? Effect.void : pipelineFailed(chunk[position]!)(cause)
       // the next message of the chunk; when stopping, it and the rest are handed back instead
       const handleNext = () => {
         const i = ++position
@@ -298,48 +337,89 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
           giveBack(chunk.slice(i))
           return Effect.void
         }
-        handling[index] = msg
-        handlingSince[index] = performance.now()
-        return Effect.catchAllCause(step(delivery(msg)), failed)
+        slot.msg = msg
+        slot.since = performance.now()
+        // (suspended: whatever the pipeline throws while building its effect is a failure of this message)
+        return Effect.catchAllCause(Effect.suspend(() => step(delivery(msg))), failed)
       }
       const handleChunk = Effect.whileLoop({
-        while: () => position + 1 < chunk.length && !handedBack,
+        while: () => position + 1 < chunk.length && !handedBack && !slot.expired,
         body: handleNext,
         step: () => {
-          handling[index] = undefined
+          slot.msg = undefined
         }
       })
       // a chunk at a time; the worker ends when the inbox is closed and empty (graceful drain)
       const loop: Effect.Effect<void, never, Handler.Context<H[number]>> = Effect.flatMap(inbox.take, (taken) => {
-        if (taken === undefined) return Effect.void
+        if (taken === undefined || slot.expired) return Effect.void
         chunk = taken
         position = -1
         handedBack = false
         return Effect.zipRight(handleChunk, loop)
       })
-      return Effect.onInterrupt(loop, () =>
-        Effect.sync(() => {
-          handling[index] = undefined
-          if (!handedBack) giveBack(chunk.slice(position + 1))
+      return loop.pipe(
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            if (!handedBack) giveBack(chunk.slice(position + 1))
+          })
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          slot.msg = undefined
+          running.delete(slot)
         }))
+      )
     }
 
-    const workers = yield* Effect.forEach(
-      Array.from({ length: concurrency }, (_, i) => i),
-      (i) => Effect.forkScoped(worker(i)),
-      { concurrency: "unbounded" }
-    )
+    // workers are daemons, stopped by the drain below (or by this finalizer if the consumer never started):
+    // closing the scope must not wait for a worker the watchdog gave up on
+    const startWorker = (index: number) =>
+      Effect.flatMap(
+        Effect.sync((): Slot => ({ index, msg: undefined, since: 0, expired: false })),
+        (slot) => Effect.map(Effect.forkDaemon(worker(slot)), (fiber) => void running.set(slot, fiber))
+      )
+    yield* Effect.addFinalizer(() => interruptWorkers([...running.values()]))
+    yield* Effect.forEach(Array.from({ length: concurrency }, (_, i) => i), startWorker, { discard: true })
 
-    // keep long handlers alive
+    /**
+     * The watchdog: a message handled for longer than `handlerTimeout` is
+     * settled here (nak, or a dead letter at its last delivery), and its
+     * worker is interrupted (without waiting: it may never resume) and
+     * replaced. If the old handler does finish, its late settle is ignored
+     * by the server or is a redelivery the dedup stage catches.
+     */
+    const expire = (slot: Slot, msg: JsMsg, fiber: Fiber.RuntimeFiber<void, never>) =>
+      Effect.all([
+        Effect.logError(
+          `Consumer ${options.durable}: ${msg.subject}#${msg.info.streamSequence} was handled for more than ` +
+            `${Duration.format(Duration.millis(handlerTimeout))}; settling it and replacing the worker`
+        ),
+        Metric.increment(Metrics.handlerTimeouts),
+        giveUp(msg, "Timeout", "HandlerTimeout", `handling exceeded the handler timeout of ${Duration.format(Duration.millis(handlerTimeout))}`),
+        // abandoned: interrupted without waiting, no longer a worker of this consumer
+        Effect.sync(() => running.delete(slot)),
+        Fiber.interruptFork(fiber),
+        stopping ? Effect.void : startWorker(slot.index)
+      ], { discard: true })
+
+    // keep handled messages alive with working(), from running workers only; the watchdog expires the overdue
     const keepAliveEvery = Duration.toMillis(ackWait) / 3
-    yield* Effect.sync(() => {
+    yield* Effect.suspend(() => {
       const now = performance.now()
-      for (let i = 0; i < concurrency; i++) {
-        const msg = handling[i]
-        if (msg !== undefined && now - handlingSince[i]! > keepAliveEvery) msg.working()
+      const overdue: Array<readonly [Slot, JsMsg, Fiber.RuntimeFiber<void, never>]> = []
+      for (const [slot, fiber] of running) {
+        const msg = slot.msg
+        if (msg === undefined || slot.expired) continue
+        const age = now - slot.since
+        if (age > handlerTimeout) {
+          slot.expired = true
+          overdue.push([slot, msg, fiber])
+        } else if (age > keepAliveEvery) {
+          msg.working()
+        }
       }
+      return Effect.forEach(overdue, ([slot, msg, fiber]) => expire(slot, msg, fiber), { discard: true })
     }).pipe(
-      Effect.repeat(Schedule.spaced(Duration.millis(Math.max(250, keepAliveEvery)))),
+      Effect.repeat(Schedule.spaced(Duration.millis(Math.max(100, Math.min(keepAliveEvery, handlerTimeout / 4))))),
       Effect.forkScoped
     )
 
@@ -393,6 +473,7 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     )
 
     // start pulling
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const consumer = yield* Effect.tryPromise({
       try: () => js.client.consumers.get(options.stream, options.durable),
       catch: NatsError.fromCause("Consumer.get")
@@ -403,12 +484,23 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
         consumer.consume({
           max_messages: maxMessages,
           callback: (msg) => {
-            if (stopping) {
-              giveBack([msg])
-              return
+            // nothing may escape into nats.js (it would end the pull)
+            try {
+              if (stopping) {
+                giveBack([msg])
+                return
+              }
+              Metrics.consumed.unsafeUpdate(1, noLabels)
+              route(msg).offer(msg)
+            } catch (defect) {
+              Metrics.callbackDefects.unsafeUpdate(1, noLabels)
+              runFork(Effect.logError(`Consumer ${options.durable}: cannot take ${msg.subject}`, Cause.die(defect)))
+              try {
+                msg.nak()
+              } catch {
+                // the connection is closing: the server redelivers after ack_wait
+              }
             }
-            Metrics.consumed.unsafeUpdate(1, noLabels)
-            route(msg).offer(msg)
           }
         }),
       catch: NatsError.fromCause("Consumer.consume")
@@ -431,12 +523,12 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
         pullClosed = true
         nakNewestFirst(handBack.splice(0))
         for (const inbox of inboxes) inbox.close()
-        const finished = yield* Fiber.joinAll(workers).pipe(Effect.interruptible, Effect.timeoutOption(drainTimeout))
+        const finished = yield* Fiber.joinAll([...running.values()]).pipe(Effect.interruptible, Effect.timeoutOption(drainTimeout))
         if (Option.isNone(finished)) {
           yield* Effect.logWarning(
             `Consumer ${options.durable}: handlers still running after ${Duration.format(Duration.decode(drainTimeout))}; interrupting them`
           )
-          yield* Fiber.interruptAll(workers)
+          yield* interruptWorkers([...running.values()])
         }
         for (const inbox of inboxes) giveBack(inbox.takeAll())
       })

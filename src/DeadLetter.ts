@@ -14,9 +14,11 @@
  * @since 0.1.0
  */
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/nats-core"
-import { Clock, Context, Data, Duration, Effect, Layer, Option, Schema } from "effect"
+import { Clock, Context, Data, Duration, Effect, Either, Layer, Option, Schema } from "effect"
 import * as Envelope from "./Envelope.js"
+import * as Json from "./internal/json.js"
 import { JetStream, type JetStreamProvisionError } from "./JetStream.js"
+import * as Limits from "./Limits.js"
 import * as NatsError from "./NatsError.js"
 
 /**
@@ -38,11 +40,11 @@ export class Record extends Schema.Class<Record>("effect-nats/DeadLetter/Record"
   payloadTruncated: Schema.optional(Schema.Boolean),
   /** The envelope as JSON, when the (whole) payload parsed as one. */
   envelope: Schema.optional(Schema.Unknown),
-  /** The error's tag (`ParseError`, `UnknownType`, `Oversize`, a handler error's `_tag`, ...). */
+  /** The error's tag (`ParseError`, `UnknownType`, `TooLarge`, `TooDeep`, a handler error's `_tag`, ...). */
   errorTag: Schema.String,
   /** A readable reason. */
   errorMessage: Schema.String,
-  /** Why it was dead-lettered: `Decode`, `UnknownType`, `Oversize`, `Permanent`, `MaxDeliveries`, `PublishFailed`. */
+  /** Why it was dead-lettered: `Decode`, `UnknownType`, `TooLarge`, `TooDeep`, `Permanent`, `MaxDeliveries`, `Timeout`, `PublishFailed`. */
   reason: Schema.String,
   attempts: Schema.Number,
   failedAt: Schema.String,
@@ -186,13 +188,6 @@ const decodeRecord = Schema.decodeUnknownEither(Schema.parseJson(Record))
 const textDecoder = new TextDecoder()
 const textEncoder = new TextEncoder()
 
-const tryJson = (text: string): Option.Option<unknown> => {
-  try {
-    return Option.some(JSON.parse(text))
-  } catch {
-    return Option.none()
-  }
-}
 
 /**
  * Build the service, ensuring the DLQ stream exists (unless `provision: false`).
@@ -206,6 +201,8 @@ export const make = (options: Options = {}) =>
     const stream = options.stream ?? "DLQ"
     const prefix = options.prefix ?? "dlq"
     const maxPayloadBytes = options.maxPayloadBytes ?? 256 * 1024
+    // records and payloads are read within the limits (a record is a message: the server bounds its size)
+    const { maxDepth } = yield* Limits.Limits
     if (options.provision !== false) {
       yield* js.ensureStream({
         name: stream,
@@ -221,7 +218,9 @@ export const make = (options: Options = {}) =>
         const now = yield* Clock.currentTimeMillis
         const truncated = failure.data.byteLength > maxPayloadBytes
         const kept = truncated ? failure.data.subarray(0, maxPayloadBytes) : failure.data
-        const envelope = truncated ? Option.none() : tryJson(textDecoder.decode(kept))
+        // the decoded envelope, where there is one within the limits (the payload itself is always kept)
+        const parsed = truncated ? undefined : Json.parse(kept, maxDepth, Number.POSITIVE_INFINITY)
+        const envelope = parsed !== undefined && Either.isRight(parsed) ? Option.some(parsed.right) : Option.none()
         const record = new Record({
           subject: failure.subject,
           headers: headersRecord(failure.headers),
@@ -259,8 +258,19 @@ export const make = (options: Options = {}) =>
         return ack.seq
       }).pipe(Effect.withSpan("DeadLetter.send", { captureStackTrace: false }))
 
-    const toEntry = (seq: number, subject: string, data: Uint8Array) =>
-      decodeRecord(textDecoder.decode(data)).pipe(
+    const toEntry = (seq: number, subject: string, data: Uint8Array) => {
+      // (a record holds the envelope one level down)
+      const refused = Json.exceeds(data, maxDepth + 1, Number.POSITIVE_INFINITY)
+      if (refused !== undefined) {
+        return Effect.fail(
+          new DeadLetterError({
+            reason: "Malformed",
+            method: "DeadLetter.get",
+            message: `DLQ message ${seq} is refused: ${refused.message}`
+          })
+        )
+      }
+      return decodeRecord(textDecoder.decode(data)).pipe(
         Effect.map((record): Entry => ({ seq, subject, record })),
         Effect.mapError((cause) =>
           new DeadLetterError({
@@ -271,6 +281,7 @@ export const make = (options: Options = {}) =>
           })
         )
       )
+    }
 
     const get = (seq: number) =>
       Effect.tryPromise({

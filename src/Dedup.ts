@@ -19,9 +19,10 @@
  */
 import { JetStreamApiCodes, JetStreamApiError, StorageType } from "@nats-io/jetstream"
 import type { KvEntry } from "@nats-io/kv"
-import { Clock, Context, Data, Duration, Effect, Layer, Option } from "effect"
+import { Clock, Context, Data, Duration, Effect, Either, Layer, Option } from "effect"
 import type * as Envelope from "./Envelope.js"
 import { JetStream, type KvStore } from "./JetStream.js"
+import * as Json from "./internal/json.js"
 
 /**
  * The result of a claim.
@@ -252,18 +253,17 @@ type KvValue =
   | { readonly state: "claimed"; readonly expiresAt: number }
   | { readonly state: "committed"; readonly at: number }
 
+/** A value of the bucket (a flat object of a few bytes); anything else, hostile or not, is not ours (`undefined`). */
 const parseKvValue = (entry: KvEntry): KvValue | undefined => {
-  try {
-    const v = entry.json<unknown>()
-    if (typeof v !== "object" || v === null || !("state" in v)) return undefined
-    if (v.state === "committed" && "at" in v && typeof v.at === "number") return { state: "committed", at: v.at }
-    if (v.state === "claimed" && "expiresAt" in v && typeof v.expiresAt === "number") {
-      return { state: "claimed", expiresAt: v.expiresAt }
-    }
-    return undefined
-  } catch {
-    return undefined
+  const parsed = Json.parse(entry.value, 1, 1024)
+  if (Either.isLeft(parsed)) return undefined
+  const v = parsed.right
+  if (typeof v !== "object" || v === null || !("state" in v)) return undefined
+  if (v.state === "committed" && "at" in v && typeof v.at === "number") return { state: "committed", at: v.at }
+  if (v.state === "claimed" && "expiresAt" in v && typeof v.expiresAt === "number") {
+    return { state: "claimed", expiresAt: v.expiresAt }
   }
+  return undefined
 }
 
 const isWrongLastSequence = (u: unknown): boolean =>

@@ -116,6 +116,31 @@ export const unhandled = Metric.counter("effect_nats_unhandled_total", {
 })
 
 /**
+ * Messages whose handling ran past the consumer's `handlerTimeout`: the
+ * watchdog settled them (nak, or a dead letter at the last delivery) and
+ * replaced the worker.
+ *
+ * @since 0.2.0
+ * @category metrics
+ */
+export const handlerTimeouts = Metric.counter("effect_nats_handler_timeouts_total", {
+  description: "messages whose handling exceeded the handler timeout",
+  incremental: true
+})
+
+/**
+ * Exceptions that a callback handed to nats.js caught before they could end
+ * the connection's reader (they are logged, and the message settled).
+ *
+ * @since 0.2.0
+ * @category metrics
+ */
+export const callbackDefects = Metric.counter("effect_nats_callback_defects_total", {
+  description: "exceptions caught in callbacks handed to nats.js",
+  incremental: true
+})
+
+/**
  * Handler duration in milliseconds.
  *
  * @since 0.1.0

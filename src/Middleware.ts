@@ -10,7 +10,7 @@
  * ```
  * settle   ack / nak(delay) / dead-letter + term, from the outcome
  * trace    CONSUMER span `process <subject>`, parent from `traceparent`
- * decode   size check, JSON, route by type, Schema decode (errors: all)
+ * decode   size and depth checks, JSON, route by type, Schema decode (errors: all)
  * retry    in-process retries (Schedule); then nak(delay) or dead-letter
  * dedup    claim / commit / release (a no-op without a Dedup layer)
  * handler  the Handler for the event type
@@ -41,6 +41,7 @@ import type * as DeadLetter from "./DeadLetter.js"
 import type * as Dedup from "./Dedup.js"
 import * as Envelope from "./Envelope.js"
 import * as Causation from "./internal/causation.js"
+import * as Json from "./internal/json.js"
 import * as Handler from "./Handler.js"
 import { retryAfter } from "./internal/retry.js"
 import * as Metrics from "./Metrics.js"
@@ -70,7 +71,14 @@ export interface Delivery {
  * @since 0.1.0
  * @category models
  */
-export type DeadLetterReason = "Decode" | "UnknownType" | "Oversize" | "Permanent" | "MaxDeliveries"
+export type DeadLetterReason =
+  | "Decode"
+  | "UnknownType"
+  | "TooLarge"
+  | "TooDeep"
+  | "Permanent"
+  | "MaxDeliveries"
+  | "Timeout"
 
 /**
  * What to do with a message.
@@ -152,7 +160,10 @@ export interface Settings {
   readonly redelivery: Schedule.Schedule<unknown, unknown>
   readonly isPermanent: (error: unknown) => boolean
   readonly unknownType: "ack" | "deadLetter"
+  /** Larger payloads are dead-lettered (`TooLarge`) before they are parsed. */
   readonly maxMessageBytes: number
+  /** Payloads nesting deeper are dead-lettered (`TooDeep`) before they are parsed (see `Limits`). */
+  readonly maxDepth: number
   readonly ack: "fast" | "confirm"
   readonly termWithReason: boolean
   /** Create the per-message CONSUMER spans (see `Tracing.isRecording`). */
@@ -331,8 +342,6 @@ export const trace = (settings: Settings): Middleware => {
   }
 }
 
-const textDecoder = new TextDecoder()
-
 /** A decoded message: its handler and envelope. */
 interface Decoded {
   readonly handler: Handler.Any
@@ -364,19 +373,14 @@ const invalid = (type: string, error: ParseResult.ParseError): Outcome =>
  * Schema decode. An effect only when the handler's Schema decodes with one.
  */
 const decodeDelivery = (settings: Settings, d: Delivery): Decoding | Effect.Effect<Decoding> => {
-  if (d.msg.data.length > settings.maxMessageBytes) {
-    return Outcome.deadLetter(
-      "Oversize",
-      "Oversize",
-      `payload of ${d.msg.data.length} bytes exceeds the limit of ${settings.maxMessageBytes}`
-    )
+  const parsed = Json.parse(d.msg.data, settings.maxDepth, settings.maxMessageBytes)
+  if (Either.isLeft(parsed)) {
+    const { message, reason } = parsed.left
+    return reason === "InvalidJson"
+      ? Outcome.deadLetter("Decode", "InvalidJson", message)
+      : Outcome.deadLetter(reason, reason, `payload refused: ${message}`)
   }
-  let json: unknown
-  try {
-    json = JSON.parse(textDecoder.decode(d.msg.data))
-  } catch (e) {
-    return Outcome.deadLetter("Decode", "InvalidJson", `invalid JSON: ${errorMessage(e)}`)
-  }
+  const json = parsed.right
   const type = typeof json === "object" && json !== null && "type" in json && typeof json.type === "string"
     ? json.type
     : undefined
@@ -410,7 +414,8 @@ const afterDecode = <R>(next: Step<R>) => (d: Delivery, decoding: Decoding): Eff
     : Envelope.withCausation(next(withEnvelope(d, decoding)), decoding.envelope)
 
 /**
- * Decode: refuse oversize payloads, parse JSON, route by the envelope `type`,
+ * Decode: refuse payloads over the size or depth limit (`TooLarge`,
+ * `TooDeep`; checked on the bytes, before parsing), parse JSON, route by the envelope `type`,
  * decode with the handler's Schema (all errors). Failures are dead-lettered at
  * once with the reason; a type without a handler is acked (or dead-lettered,
  * per `unknownType`). The rest of the pipeline runs as the handling of this

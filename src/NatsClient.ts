@@ -74,6 +74,17 @@ export interface Options {
   readonly reconnectTimeWait?: Duration.DurationInput | undefined
   /** Random jitter added to the wait (default 100 ms). */
   readonly reconnectJitter?: Duration.DurationInput | undefined
+  /**
+   * How often the client PINGs the server (default 10 s; nats.js's own
+   * default is 2 minutes). With `maxPingOut` it bounds how long a connection
+   * can look alive while nothing comes back (a dead server, a cut route, a
+   * reader ended by an exception thrown in somebody's callback): after
+   * `maxPingOut` PINGs without a PONG the client reconnects and subscribes
+   * again, and the `status` stream shows `staleConnection`.
+   */
+  readonly pingInterval?: Duration.DurationInput | undefined
+  /** PINGs without a PONG before the connection is stale (default 2). */
+  readonly maxPingOut?: number | undefined
   /** Connect timeout (default 20 s). */
   readonly timeout?: Duration.DurationInput | undefined
   /** Bound on `drain()` when the scope closes; then the connection is closed (default 10 s). */
@@ -208,7 +219,9 @@ const toConnectionOptions = Effect.fnUntraced(function*(options: Options, server
     maxReconnectAttempts: options.maxReconnectAttempts ?? -1,
     reconnectTimeWait: Duration.toMillis(options.reconnectTimeWait ?? "2 seconds"),
     reconnectJitter: Duration.toMillis(options.reconnectJitter ?? "100 millis"),
-    timeout: Duration.toMillis(options.timeout ?? "20 seconds")
+    timeout: Duration.toMillis(options.timeout ?? "20 seconds"),
+    pingInterval: Duration.toMillis(options.pingInterval ?? "10 seconds"),
+    maxPingOut: options.maxPingOut ?? 2
   }
   if (options.name !== undefined) opts.name = options.name
   if (options.user !== undefined) opts.user = options.user
@@ -308,7 +321,17 @@ export const fromConnection = (
     const events = yield* Effect.acquireRelease(PubSub.sliding<ConnectionStatus>(1024), PubSub.shutdown)
     const statusIterator = connection.status()[Symbol.asyncIterator]()
     yield* Effect.promise(() => statusIterator.next()).pipe(
-      Effect.flatMap((r) => r.done ? Effect.succeed(false) : Effect.as(PubSub.publish(events, r.value), true)),
+      Effect.flatMap((r) =>
+        r.done ? Effect.succeed(false) : Effect.as(
+          Effect.zipRight(
+            r.value.type === "staleConnection"
+              ? Effect.logWarning(`NatsClient: no answer from ${servers} to the last PINGs: reconnecting`)
+              : Effect.void,
+            PubSub.publish(events, r.value)
+          ),
+          true
+        )
+      ),
       Effect.repeat({ while: (more) => more }),
       Effect.forkScoped
     )
@@ -373,7 +396,8 @@ export const layer = (options: Options = {}): Layer.Layer<NatsClient, NatsError.
  * `NATS_NAME`, `NATS_USER` + `NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS` (file),
  * `NATS_NKEY` (seed), `NATS_TLS_CA`, `NATS_TLS_CERT`, `NATS_TLS_KEY`,
  * `NATS_TLS_FIRST`, `NATS_MAX_RECONNECT_ATTEMPTS`, `NATS_RECONNECT_WAIT`,
- * `NATS_RECONNECT_JITTER`, `NATS_CONNECT_TIMEOUT`, `NATS_DRAIN_TIMEOUT`
+ * `NATS_RECONNECT_JITTER`, `NATS_CONNECT_TIMEOUT`, `NATS_DRAIN_TIMEOUT`,
+ * `NATS_PING_INTERVAL`, `NATS_MAX_PING_OUT`
  * (durations as `"2 seconds"`, `"500 millis"`).
  *
  * @since 0.1.0
@@ -395,7 +419,9 @@ export const config: Config.Config<Options> = Config.all({
   reconnectTimeWait: Config.option(Config.duration("NATS_RECONNECT_WAIT")),
   reconnectJitter: Config.option(Config.duration("NATS_RECONNECT_JITTER")),
   timeout: Config.option(Config.duration("NATS_CONNECT_TIMEOUT")),
-  drainTimeout: Config.option(Config.duration("NATS_DRAIN_TIMEOUT"))
+  drainTimeout: Config.option(Config.duration("NATS_DRAIN_TIMEOUT")),
+  pingInterval: Config.option(Config.duration("NATS_PING_INTERVAL")),
+  maxPingOut: Config.option(Config.integer("NATS_MAX_PING_OUT"))
 }).pipe(Config.map((c): Options => {
   const tlsSet = Option.isSome(c.caFile) || Option.isSome(c.certFile) || Option.isSome(c.keyFile) ||
     Option.isSome(c.handshakeFirst)
@@ -419,7 +445,9 @@ export const config: Config.Config<Options> = Config.all({
     reconnectTimeWait: Option.getOrUndefined(c.reconnectTimeWait),
     reconnectJitter: Option.getOrUndefined(c.reconnectJitter),
     timeout: Option.getOrUndefined(c.timeout),
-    drainTimeout: Option.getOrUndefined(c.drainTimeout)
+    drainTimeout: Option.getOrUndefined(c.drainTimeout),
+    pingInterval: Option.getOrUndefined(c.pingInterval),
+    maxPingOut: Option.getOrUndefined(c.maxPingOut)
   }
 }))
 

@@ -108,7 +108,7 @@ describe("Consumer", () => {
           ["Decode", "ParseError"],
           ["UnknownType", "UnknownType"],
           ["Decode", "NotAnEnvelope"],
-          ["Oversize", "Oversize"]
+          ["TooLarge", "TooLarge"]
         ])
         const parseError = mine[1]!.record
         expect(parseError.errorMessage).toContain("invoiceId")

@@ -115,6 +115,7 @@ const run = (build: (settings: Middleware.Settings) => Middleware.Step<never>) =
       isPermanent: (e) => typeof e === "object" && e !== null && "_tag" in e && e._tag === "PermanentError",
       unknownType: "ack",
       maxMessageBytes: 1024 * 1024,
+      maxDepth: 128,
       ack: "fast",
       termWithReason: true,
       tracing: false,

@@ -129,7 +129,7 @@ const runNow = (options: Options): Effect.Effect<Result> => {
         return {
           data: bytes(JSON.stringify(env)),
           headers: h(env),
-          expect: { kind: "oversize-100k", reason: "Oversize", errorTag: "Oversize", mentions: String(maxMessageBytes) }
+          expect: { kind: "oversize-100k", reason: "TooLarge", errorTag: "TooLarge", mentions: String(maxMessageBytes) }
         }
       },
       () => {
@@ -138,7 +138,7 @@ const runNow = (options: Options): Effect.Effect<Result> => {
         return {
           data: bytes(JSON.stringify(env)),
           headers: h(env),
-          expect: { kind: "oversize-900k", reason: "Oversize", errorTag: "Oversize", mentions: String(maxMessageBytes) }
+          expect: { kind: "oversize-900k", reason: "TooLarge", errorTag: "TooLarge", mentions: String(maxMessageBytes) }
         }
       },
       () => {

@@ -1,6 +1,7 @@
 /** `effect-nats dlq list|show|replay`. @internal */
-import { Console, Effect, Option, Predicate, Schema } from "effect"
+import { Console, Effect, Either, Option, Predicate, Schema } from "effect"
 import * as DeadLetter from "effect-nats/DeadLetter"
+import * as Limits from "effect-nats/Limits"
 import * as JetStream from "effect-nats/JetStream"
 import { CliError, NoDeadLetterStream } from "./connection.js"
 import * as Format from "./format.js"
@@ -19,11 +20,12 @@ export const payloadText = (base64: string): { readonly kind: string; readonly t
   } catch {
     return { kind: "binary, base64", text: base64, size: data.length }
   }
-  try {
-    return { kind: "JSON", text: JSON.stringify(JSON.parse(text), null, 2), size: data.length }
-  } catch {
-    return { kind: "text", text, size: data.length }
+  // pretty-printed only within the limits: pretty-printing is recursive, a hostile payload is shown as it is
+  const parsed = Limits.parseJson(data, { maxDepth: Limits.defaultMaxDepth })
+  if (Either.isLeft(parsed)) {
+    return { kind: parsed.left.reason === "InvalidJson" ? "text" : `text; ${parsed.left.message}`, text, size: data.length }
   }
+  return { kind: "JSON", text: JSON.stringify(parsed.right, null, 2), size: data.length }
 }
 
 /** `dlq list` */
