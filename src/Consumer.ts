@@ -355,7 +355,11 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
         chunk = taken
         position = -1
         handedBack = false
-        return Effect.zipRight(handleChunk, loop)
+        // (the chunk is let go before waiting for the next: a worker holds no message it is done with)
+        return Effect.zipRight(handleChunk, Effect.suspend(() => {
+          chunk = []
+          return loop
+        }))
       })
       return loop.pipe(
         Effect.onInterrupt(() =>
