@@ -328,7 +328,7 @@ const decodeResponse = (
   command: Command.Any,
   codecs: Codecs,
   msg: Msg,
-  limits: { readonly maxDepth: number; readonly maxBytes: number }
+  limits: Limits.Resolved
 ): Effect.Effect<Response<unknown>, unknown, unknown> => {
   // over the limits: refused before anything parses or walks it
   const refused = Json.exceeds(msg.data, limits.maxDepth, limits.maxBytes)

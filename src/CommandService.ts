@@ -267,7 +267,7 @@ interface Compiled<R> {
   readonly isFailure: (u: unknown) => boolean
   readonly handle: (payload: unknown, request: Request) => Effect.Effect<unknown, unknown, R>
   readonly span: { readonly kind: "server"; readonly captureStackTrace: false; readonly attributes: Record<string, unknown> }
-  readonly limits: { readonly maxDepth: number; readonly maxBytes: number }
+  readonly limits: Limits.Resolved
 }
 
 const textEncoder = new TextEncoder()
@@ -316,7 +316,7 @@ const headerRecord = (msg: Msg): Record<string, string> => {
 const compile = <R>(
   h: Handler<R>,
   queueGroup: string,
-  limits: { readonly maxDepth: number; readonly maxBytes: number }
+  limits: Limits.Resolved
 ): Compiled<R> => {
   const command = h.command
   const isFailure = Schema.is(Schema.typeSchema(command.failure as Schema.Schema.Any))

@@ -339,8 +339,14 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
         }
         slot.msg = msg
         slot.since = performance.now()
-        // (suspended: whatever the pipeline throws while building its effect is a failure of this message)
-        return Effect.catchAllCause(Effect.suspend(() => step(delivery(msg))), failed)
+        // whatever the pipeline throws while building its effect is a failure of this message
+        let handled: Effect.Effect<Middleware.Outcome, unknown, Handler.Context<H[number]>>
+        try {
+          handled = step(delivery(msg))
+        } catch (defect) {
+          handled = Effect.die(defect)
+        }
+        return Effect.catchAllCause(handled, failed)
       }
       const handleChunk = Effect.whileLoop({
         while: () => position + 1 < chunk.length && !handedBack && !slot.expired,

@@ -89,7 +89,7 @@ export type Reason = "TooDeep" | "TooLarge"
  * @category layers
  */
 export const layer = (limits: Partial<Shape>): Layer.Layer<never> =>
-  Layer.succeed(Limits, validate({ maxDepth: limits.maxDepth ?? defaultMaxDepth, maxBytes: limits.maxBytes }))
+  Layer.sync(Limits, () => validate({ maxDepth: limits.maxDepth ?? defaultMaxDepth, maxBytes: limits.maxBytes }))
 
 /**
  * Limits from the environment: `NATS_MAX_JSON_DEPTH`, `NATS_MAX_BODY_BYTES`
@@ -100,8 +100,8 @@ export const layer = (limits: Partial<Shape>): Layer.Layer<never> =>
  */
 export const layerConfig = (
   config: Config.Config<{ readonly maxDepth: Option.Option<number>; readonly maxBytes: Option.Option<number> }> = Config.all({
-    maxDepth: Config.option(Config.integer("NATS_MAX_JSON_DEPTH")),
-    maxBytes: Config.option(Config.integer("NATS_MAX_BODY_BYTES"))
+    maxDepth: Config.option(positive("NATS_MAX_JSON_DEPTH")),
+    maxBytes: Config.option(positive("NATS_MAX_BODY_BYTES"))
   })
 ): Layer.Layer<never, ConfigError.ConfigError> =>
   Layer.effectContext(Effect.map(config, (c) =>
@@ -110,6 +110,10 @@ export const layerConfig = (
       validate({ maxDepth: Option.getOrElse(c.maxDepth, () => defaultMaxDepth), maxBytes: Option.getOrUndefined(c.maxBytes) })
     )))
 
+const positive = (name: string) =>
+  Config.integer(name).pipe(Config.validate({ message: "expected a positive integer", validation: (n) => n >= 1 }))
+
+/** A limit that is not a positive integer is a defect of the program that provides it. */
 const validate = (limits: Shape): Shape => {
   if (!Number.isInteger(limits.maxDepth) || limits.maxDepth < 1) {
     throw new RangeError(`Limits: maxDepth must be a positive integer, got ${limits.maxDepth}`)
@@ -166,6 +170,17 @@ export const parseJson = (
   Json.parse(bytes, limits.maxDepth, limits.maxBytes ?? Number.POSITIVE_INFINITY)
 
 /**
+ * Limits with both values known, as a service reads them when it starts.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Resolved {
+  readonly maxDepth: number
+  readonly maxBytes: number
+}
+
+/**
  * The limits with `maxBytes` resolved against a server's `max_payload`.
  *
  * @since 0.2.0
@@ -174,7 +189,7 @@ export const parseJson = (
 export const resolve = (
   limits: Shape,
   maxPayload: number | undefined
-): { readonly maxDepth: number; readonly maxBytes: number } => ({
+): Resolved => ({
   maxDepth: limits.maxDepth,
   maxBytes: limits.maxBytes ?? maxPayload ?? 1024 * 1024
 })
