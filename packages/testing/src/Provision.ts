@@ -287,7 +287,7 @@ export const install = (
     const started = Date.now()
     say(
       `installing Debian's ${pkg} package (apt-get install -y ${pkg}): ${options.why ?? `${server} is needed and none was found`}; ` +
-        `this takes a minute, once`
+        "once: later runs find it"
     )
     const env = { DEBIAN_FRONTEND: "noninteractive" }
     const aptInstall = run(apt, ["install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", pkg], {
