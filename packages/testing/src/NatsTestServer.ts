@@ -233,7 +233,8 @@ export const renderConfig = (
 }
 
 const notFoundHelp = (): string =>
-  `Install it (\`${Provision.installCommand("nats-server", Provision.currentHost())}\`), ` +
+  `Install it (here: \`${Provision.installCommand("nats-server", Provision.currentHost())}\`; ` +
+  "Debian/Ubuntu: `apt-get install nats-server`; macOS: `brew install nats-server`), " +
   "or set NATS_URL to a running server, or start a Docker engine."
 const STOP_GRACE_MILLIS = 5000
 const PID_FILE = "nats-server.pid"

@@ -66,7 +66,8 @@ export interface Options {
 }
 
 const notFoundHelp = (): string =>
-  `Install Postgres (\`${Provision.installCommand("postgres", Provision.currentHost())}\`), ` +
+  `Install Postgres (here: \`${Provision.installCommand("postgres", Provision.currentHost())}\`; ` +
+  "Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql@16`), " +
   "or set PG_URL to a running server, or start a Docker engine."
 
 const fail = (reason: PostgresTestServerError["reason"], message: string, cause?: unknown) =>
