@@ -385,8 +385,8 @@ export const resolve = (server: Server, options: Options = {}): Effect.Effect<Fo
     return yield* new ProvisionError({
       server,
       reason: "NotFound",
-      message: `${options.neededBy ?? "this run"} needs ${server === "nats-server" ? "a nats-server" : "PostgreSQL"}, and ${
-        tried.join(", ")
+      message: `${options.neededBy ?? "this run"} needs ${server === "nats-server" ? "a nats-server" : "PostgreSQL"}: ${
+        tried.join("; ")
       }. Install it: \`${installCommand(server, host)}\`, or set ${ENV_VAR[server]} to a running server, or start a Docker engine.`
     })
   }).pipe(live)
