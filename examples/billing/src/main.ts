@@ -2,8 +2,11 @@
  * `npm run demo`: the billing scenario end to end.
  *
  * NATS: `NATS_URL` when set (with the other `NATS_*` variables, see
- * `NatsClient.layerConfig`); otherwise a throwaway nats-server (Docker, or a
- * local `nats-server` binary; without either it says how to get one).
+ * `NatsClient.layerConfig`); otherwise a throwaway nats-server from a local
+ * `nats-server` binary (PATH or the usual places), else from Docker, else, as
+ * root on Debian/Ubuntu, from `apt-get install -y nats-server` (one line says
+ * so); without any of them it says how to install one and exits 1
+ * (`Provision.resolve` from @effect-nats/testing, shared with the tests).
  * SQLite: a new database file in a temp dir, removed at the end.
  *
  * Output: progress, a readable summary, then one JSON line, always the last
@@ -14,7 +17,7 @@
  * (`NodeRuntime.runMain`; a second Ctrl-C kills it at once).
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { NatsTestServer } from "@effect-nats/testing"
+import { NatsTestServer, Provision } from "@effect-nats/testing"
 import { Cause, Console, Data, Effect, Layer, Logger, Option, Predicate } from "effect"
 import type { ConfigError } from "effect/ConfigError"
 import { JetStream, NatsClient, type NatsError } from "effect-nats"
@@ -23,15 +26,30 @@ import { BillingLive, jsonLine, program, report } from "./program.js"
 /** The run finished, but its numbers do not add up (the summary says which check failed). */
 class Inconsistent extends Data.TaggedError("Inconsistent")<{}> {}
 
-// swap the NATS layer, keep the program: a configured server, or a throwaway one
-const Nats: Layer.Layer<
+type NatsLayer = Layer.Layer<
   JetStream.JetStream | NatsClient.NatsClient,
-  NatsError.NatsError | ConfigError | NatsTestServer.NatsTestServerError
-> = process.env["NATS_URL"]
-  ? JetStream.layer.pipe(Layer.provideMerge(NatsClient.layerConfig()))
-  : Layer.unwrapEffect(
-    Console.log("NATS_URL is not set: starting a throwaway nats-server").pipe(Effect.as(NatsTestServer.layerJetStream()))
+  NatsError.NatsError | ConfigError | NatsTestServer.NatsTestServerError | Provision.ProvisionError
+>
+
+// swap the NATS layer, keep the program: a configured server, or a throwaway one
+const Nats: NatsLayer = Layer.unwrapEffect(
+  Provision.resolve("nats-server", { neededBy: "the billing demo", say: (line) => console.log(line) }).pipe(
+    Effect.flatMap((found): Effect.Effect<NatsLayer> => {
+      switch (found._tag) {
+        case "Env":
+          return Effect.succeed(JetStream.layer.pipe(Layer.provideMerge(NatsClient.layerConfig())))
+        case "Binary":
+          return Console.log(`NATS_URL is not set: starting a throwaway nats-server (${found.path})`).pipe(
+            Effect.as(NatsTestServer.layerJetStream({ binaryPath: found.path }))
+          )
+        case "Container":
+          return Console.log("NATS_URL is not set: starting a throwaway nats-server in Docker (nats:2.10)").pipe(
+            Effect.as(NatsTestServer.layerJetStream({ sources: ["container"] }))
+          )
+      }
+    })
   )
+)
 
 // the toolkit's log lines (a dead letter, a relay retry) go to stderr: stdout stays progress + summary + JSON
 const LogsToStderr = Logger.replace(Logger.defaultLogger, Logger.prettyLogger({ stderr: true }))

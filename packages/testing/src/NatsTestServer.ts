@@ -4,7 +4,8 @@
  * with `restart` / `stop` / `start` / `kill` for fault tests.
  *
  * Source, in order: `NATS_URL` (only when no auth/TLS is requested), testcontainers
- * (`nats:2.10`) when a Docker engine answers, else a local `nats-server` binary.
+ * (`nats:2.10`) when a Docker engine answers, else a local `nats-server` binary,
+ * found (or, as root on Debian/Ubuntu, installed) by {@link Provision.resolve}.
  *
  * @since 0.1.0
  */
@@ -16,7 +17,8 @@ import { JetStream, NatsClient, type NatsError } from "effect-nats"
 import { markOwner, stopOrphan, sweepStale, trackDir, untrackDir } from "./internal/cleanup.js"
 import * as Containers from "./internal/containers.js"
 import { dockerAnswers, firstLine, freePort, hostPort } from "./internal/net.js"
-import { findExecutable, isExecutable, killNow, live, type Proc, spawnTracked, terminate } from "./internal/process.js"
+import { isExecutable, killNow, live, type Proc, spawnTracked, terminate } from "./internal/process.js"
+import * as Provision from "./Provision.js"
 
 /**
  * Where the server comes from.
@@ -230,8 +232,9 @@ export const renderConfig = (
   return lines.join("\n") + "\n"
 }
 
-const BINARY_DIRS = ["/usr/sbin", "/usr/local/bin", "/usr/bin", "/opt/homebrew/bin", "/usr/local/sbin"]
-const NOT_FOUND_HELP = "Install it (Debian/Ubuntu: `apt-get install nats-server`; macOS: `brew install nats-server`), " +
+const notFoundHelp = (): string =>
+  `Install it (here: \`${Provision.installCommand("nats-server", Provision.currentHost())}\`; ` +
+  "Debian/Ubuntu: `apt-get install nats-server`; macOS: `brew install nats-server`), " +
   "or set NATS_URL to a running server, or start a Docker engine."
 const STOP_GRACE_MILLIS = 5000
 const PID_FILE = "nats-server.pid"
@@ -421,27 +424,24 @@ const fromContainer = (options: Options): Effect.Effect<NatsTestServer["Type"], 
 // ---------------------------------------------------------------------------
 
 const findBinary = (options: Options): Effect.Effect<string, NatsTestServerError> =>
-  Effect.suspend(() => {
-    if (options.binaryPath !== undefined) {
-      return isExecutable(options.binaryPath)
-        ? Effect.succeed(options.binaryPath)
-        : Effect.fail(
-          new NatsTestServerError({
-            reason: "BinaryNotFound",
-            message: `nats-server not found: binaryPath ${options.binaryPath} is not an executable file. ${NOT_FOUND_HELP}`
-          })
-        )
-    }
-    const found = findExecutable("nats-server", BINARY_DIRS)
-    return found !== undefined
-      ? Effect.succeed(found)
+  options.binaryPath !== undefined
+    ? isExecutable(options.binaryPath)
+      ? Effect.succeed(options.binaryPath)
       : Effect.fail(
         new NatsTestServerError({
           reason: "BinaryNotFound",
-          message: `nats-server not found on PATH nor in ${BINARY_DIRS.join(", ")}. ${NOT_FOUND_HELP}`
+          message: `nats-server not found: binaryPath ${options.binaryPath} is not an executable file. ${notFoundHelp()}`
         })
       )
-  })
+    // PATH and the usual dirs; as root on Debian/Ubuntu, apt-get install when absent
+    : Provision.resolve("nats-server", { steps: ["binary", "install"], neededBy: "NatsTestServer" }).pipe(
+      Effect.flatMap((found) =>
+        found._tag === "Binary"
+          ? Effect.succeed(found.path)
+          : Effect.dieMessage(`Provision.resolve gave ${found._tag} for the binary step`)
+      ),
+      Effect.mapError((e) => new NatsTestServerError({ reason: "BinaryNotFound", message: e.message, cause: e }))
+    )
 
 const fromBinary = (options: Options): Effect.Effect<NatsTestServer["Type"], NatsTestServerError, Scope.Scope> =>
   Effect.gen(function*() {
@@ -583,7 +583,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTestServer["Type"
     }
     return yield* (containerError ?? new NatsTestServerError({
       reason: "BinaryNotFound",
-      message: `no NATS server source available (tried ${sources.join(", ")}). ${NOT_FOUND_HELP}`
+      message: `no NATS server source available (tried ${sources.join(", ")}). ${notFoundHelp()}`
     }))
   }).pipe(live)
 

@@ -4,7 +4,8 @@
  * removed when the scope closes.
  *
  * Source, in order: `PG_URL`, testcontainers (`postgres:16`) when a Docker engine
- * answers, else local binaries (`/usr/lib/postgresql/<highest>/bin`, PATH).
+ * answers, else local binaries (`/usr/lib/postgresql/<highest>/bin`, PATH, the usual
+ * places), found (or, as root on Debian/Ubuntu, installed) by {@link Provision.resolve}.
  * Postgres refuses to run as root: as root, the cluster belongs to the `postgres`
  * OS user and `initdb` / `pg_ctl` run through `runuser -u postgres --`.
  *
@@ -18,6 +19,7 @@ import { markOwner, stopOrphan, sweepStale, trackDir, trackHook, untrackDir } fr
 import * as Containers from "./internal/containers.js"
 import { dockerAnswers, freePort, hostPort } from "./internal/net.js"
 import { findExecutable, isExecutable, live, run, type RunResult } from "./internal/process.js"
+import * as Provision from "./Provision.js"
 
 /**
  * Where the server comes from.
@@ -63,48 +65,28 @@ export interface Options {
   readonly image?: string
 }
 
-const NOT_FOUND_HELP = "Install Postgres (Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql@16`), " +
+const notFoundHelp = (): string =>
+  `Install Postgres (here: \`${Provision.installCommand("postgres", Provision.currentHost())}\`; ` +
+  "Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql@16`), " +
   "or set PG_URL to a running server, or start a Docker engine."
-const EXTRA_DIRS = ["/usr/local/bin", "/opt/homebrew/bin", "/usr/local/pgsql/bin", "/usr/bin"]
 
 const fail = (reason: PostgresTestServerError["reason"], message: string, cause?: unknown) =>
   new PostgresTestServerError({ reason, message, ...(cause !== undefined ? { cause } : {}) })
 
-/** The dir of the highest `/usr/lib/postgresql/<v>/bin/initdb`, or the dir of `initdb` on PATH. */
+/** `binDir` when given; else the dir that {@link Provision.resolve} finds (or, as root on Debian/Ubuntu, installs). */
 const findBinDir = (options: Options): Effect.Effect<string, PostgresTestServerError> =>
-  Effect.sync(() => {
-    if (options.binDir !== undefined) {
-      return isExecutable(path.join(options.binDir, "initdb")) && isExecutable(path.join(options.binDir, "pg_ctl"))
-        ? options.binDir
-        : undefined
-    }
-    const root = "/usr/lib/postgresql"
-    let versions: Array<string> = []
-    try {
-      versions = fs.readdirSync(root)
-    } catch {
-      // no Debian-style install
-    }
-    const debian = versions
-      .filter((v) => /^\d+(\.\d+)?$/.test(v))
-      .sort((a, b) => Number(b) - Number(a))
-      .map((v) => path.join(root, v, "bin"))
-      .find((dir) => isExecutable(path.join(dir, "initdb")) && isExecutable(path.join(dir, "pg_ctl")))
-    if (debian !== undefined) return debian
-    const initdb = findExecutable("initdb", EXTRA_DIRS)
-    return initdb !== undefined && isExecutable(path.join(path.dirname(initdb), "pg_ctl")) ? path.dirname(initdb) : undefined
-  }).pipe(
-    Effect.flatMap((dir) =>
-      dir !== undefined
-        ? Effect.succeed(dir)
-        : Effect.fail(fail(
-          "BinaryNotFound",
-          options.binDir !== undefined
-            ? `initdb/pg_ctl not found in binDir ${options.binDir}. ${NOT_FOUND_HELP}`
-            : `initdb/pg_ctl not found in /usr/lib/postgresql/*/bin nor on PATH. ${NOT_FOUND_HELP}`
-        ))
+  options.binDir !== undefined
+    ? isExecutable(path.join(options.binDir, "initdb")) && isExecutable(path.join(options.binDir, "pg_ctl"))
+      ? Effect.succeed(options.binDir)
+      : Effect.fail(fail("BinaryNotFound", `initdb/pg_ctl not found in binDir ${options.binDir}. ${notFoundHelp()}`))
+    : Provision.resolve("postgres", { steps: ["binary", "install"], neededBy: "PostgresTestServer" }).pipe(
+      Effect.flatMap((found) =>
+        found._tag === "Binary"
+          ? Effect.succeed(found.path)
+          : Effect.dieMessage(`Provision.resolve gave ${found._tag} for the binary step`)
+      ),
+      Effect.mapError((e) => fail("BinaryNotFound", e.message, e))
     )
-  )
 
 const describe = (r: RunResult): string =>
   `${r.exit.signal !== null ? `signal ${r.exit.signal}` : `exit code ${r.exit.code}`}${r.output.length > 0 ? `:\n${r.output}` : ""}`
@@ -309,7 +291,7 @@ export const make = (options: Options = {}): Effect.Effect<PostgresTestServer["T
       }
     }
     return yield* (containerError ??
-      fail("BinaryNotFound", `no Postgres source available (tried ${sources.join(", ")}). ${NOT_FOUND_HELP}`))
+      fail("BinaryNotFound", `no Postgres source available (tried ${sources.join(", ")}). ${notFoundHelp()}`))
   }).pipe(live)
 
 /**

@@ -26,3 +26,8 @@ export * as NatsTestServer from "./NatsTestServer.js"
  * @since 0.1.0
  */
 export * as PostgresTestServer from "./PostgresTestServer.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Provision from "./Provision.js"

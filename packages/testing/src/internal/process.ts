@@ -99,7 +99,12 @@ const deathSignalWrapper = (): string | null => {
 export const spawnTracked = (
   command: string,
   args: ReadonlyArray<string>,
-  options: { readonly cwd?: string; readonly killWithParent?: boolean } = {}
+  options: {
+    readonly cwd?: string
+    readonly killWithParent?: boolean
+    /** added to (and overriding) this process's environment */
+    readonly env?: Readonly<Record<string, string>>
+  } = {}
 ): Proc => {
   const wrapper = options.killWithParent === false ? null : deathSignalWrapper()
   const [file, argv] = wrapper === null
@@ -109,7 +114,8 @@ export const spawnTracked = (
     stdio: ["ignore", "pipe", "pipe"],
     detached: false,
     shell: false,
-    ...(options.cwd !== undefined ? { cwd: options.cwd } : {})
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+    ...(options.env !== undefined ? { env: { ...process.env, ...options.env } } : {})
   })
   const output = new OutputBuffer()
   let info: ExitInfo | undefined
@@ -200,11 +206,15 @@ export interface RunResult {
 export const run = (
   command: string,
   args: ReadonlyArray<string>,
-  options: { readonly cwd?: string; readonly timeoutMillis: number }
+  options: { readonly cwd?: string; readonly timeoutMillis: number; readonly env?: Readonly<Record<string, string>> }
 ): Effect.Effect<RunResult> =>
   Effect.gen(function*() {
     const proc = yield* Effect.sync(() =>
-      spawnTracked(command, args, { ...(options.cwd !== undefined ? { cwd: options.cwd } : {}), killWithParent: false })
+      spawnTracked(command, args, {
+        ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+        ...(options.env !== undefined ? { env: options.env } : {}),
+        killWithParent: false
+      })
     )
     const done = yield* awaitExit(proc, options.timeoutMillis).pipe(Effect.onInterrupt(() => killNow(proc, 2000)))
     if (!done) {
