@@ -38,13 +38,19 @@ export const Item = Event.make({
 /** The raw workloads publish the same data, as JSON, without the envelope. */
 export const rawPayload = new TextEncoder().encode(JSON.stringify({ i: 0, pad }))
 
+/** The names of a row's two figures: raw nats.js against the toolkit, or the toolkit before and after a run (memory). */
+export type Columns = readonly ["raw", "toolkit"] | readonly ["before", "after"]
+
 /**
- * One figure of one workload. `ratio` is toolkit / raw: higher is better for
- * throughputs, lower is better for latencies and memory.
+ * One figure of one workload. `ratio` is toolkit / raw (or after / before):
+ * higher is better for throughputs, lower is better for latencies and memory.
+ * `raw` and `toolkit` hold the two figures; `columns` says what they are, and
+ * the table and the JSON name them so ({@link toJson}).
  */
 export interface Row {
   readonly workload: string
   readonly unit: string
+  readonly columns: Columns
   readonly raw: number
   readonly toolkit: number
   readonly ratio: number
@@ -95,12 +101,14 @@ export const row = (
   raw: number,
   toolkit: number,
   target: { readonly better: "higher" | "lower"; readonly bound: number } | { readonly absolute: string; readonly met: boolean } | undefined,
-  note?: string
+  note?: string,
+  columns: Columns = ["raw", "toolkit"]
 ): Row => {
   const ratio = toolkit / raw
   return {
     workload,
     unit,
+    columns,
     raw,
     toolkit,
     ratio,
@@ -123,7 +131,17 @@ export const row = (
 export const log = (s: string) => Effect.sync(() => process.stderr.write(s + "\n"))
 
 export const logRow = (r: Row) =>
-  log(`  ${r.workload}: raw ${fmt(r.raw)} ${r.unit}, toolkit ${fmt(r.toolkit)} ${r.unit}, ratio ${r.ratio.toFixed(2)} (${r.target})`)
+  log(
+    `  ${r.workload}: ${r.columns[0]} ${fmt(r.raw)} ${r.unit}, ${r.columns[1]} ${fmt(r.toolkit)} ${r.unit}, ratio ${
+      r.ratio.toFixed(2)
+    } (${r.target})`
+  )
+
+/** A row as written to the results JSON: its two figures under their column names. */
+export const toJson = (r: Row): Record<string, unknown> => {
+  const { columns, raw, toolkit, workload, unit, ...rest } = r
+  return { workload, unit, [columns[0]]: raw, [columns[1]]: toolkit, ...rest }
+}
 
 export const fmt = (x: number): string =>
   Math.abs(x) >= 100 ? String(Math.round(x)) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2)

@@ -10,7 +10,7 @@ import { Effect, Layer } from "effect"
 import { DeadLetter } from "effect-nats"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { fmt, log, machine, only, quick, type Row, selected, side } from "./lib.js"
+import { fmt, log, machine, only, quick, type Row, selected, side, toJson } from "./lib.js"
 import { consume } from "./workloads/consume.js"
 import { memory } from "./workloads/memory.js"
 import { outbox } from "./workloads/outbox.js"
@@ -40,13 +40,16 @@ Effect.runPromise(program.pipe(Effect.provide(Live), Effect.scoped)).then((rows)
     quick,
     at: new Date().toISOString(),
     seconds: Math.round((performance.now() - started) / 1000),
-    rows
+    rows: rows.map(toJson)
   }
+  // the memory rows compare the toolkit with itself: their figures go in the before / after columns
   console.table(rows.map((r) => ({
     workload: r.workload,
     unit: r.unit,
-    raw: fmt(r.raw),
-    toolkit: fmt(r.toolkit),
+    raw: r.columns[0] === "raw" ? fmt(r.raw) : "",
+    toolkit: r.columns[0] === "raw" ? fmt(r.toolkit) : "",
+    before: r.columns[0] === "before" ? fmt(r.raw) : "",
+    after: r.columns[0] === "before" ? fmt(r.toolkit) : "",
     ratio: r.ratio.toFixed(2),
     target: r.target,
     met: r.met === null ? "" : r.met ? "yes" : "no"

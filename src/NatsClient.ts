@@ -168,6 +168,12 @@ export class NatsClient extends Context.Tag("effect-nats/NatsClient")<NatsClient
   readonly connection: Connection
   /** The servers this client was configured with, for error messages. */
   readonly servers: string
+  /**
+   * The prefix of the reply subjects this client subscribes to (`_INBOX`
+   * unless `connectionOptions.inboxPrefix` says otherwise): a client whose
+   * permissions only allow some inboxes keeps its JetStream publishes there.
+   */
+  readonly inboxPrefix: string
   /** Connection events; each subscriber sees the events after it subscribed. */
   readonly status: Stream.Stream<ConnectionStatus>
   /** The INFO of the server currently connected to. */
@@ -298,7 +304,7 @@ export const make = (options: Options = {}) =>
         })
     )
 
-    return yield* fromConnection(connection, serversText)
+    return yield* fromConnection(connection, serversText, { inboxPrefix: opts.inboxPrefix })
   })
 
 /**
@@ -306,14 +312,16 @@ export const make = (options: Options = {}) =>
  * does once connected. The caller owns the connection (this does not drain or
  * close it); the status reader stops with the scope or when the connection
  * closes. Test doubles use it to offer the same service over an in-memory
- * connection.
+ * connection. `inboxPrefix` is the one the connection was made with
+ * (default `_INBOX`).
  *
  * @since 0.1.0
  * @category constructors
  */
 export const fromConnection = (
   connection: Connection,
-  servers: string
+  servers: string,
+  options: { readonly inboxPrefix?: string | undefined } = {}
 ): Effect.Effect<NatsClient["Type"], never, Scope.Scope> =>
   Effect.gen(function*() {
     const serversText = servers
@@ -342,6 +350,7 @@ export const fromConnection = (
     return NatsClient.of({
       connection,
       servers: serversText,
+      inboxPrefix: options.inboxPrefix ?? "_INBOX",
       status,
       serverInfo,
       serverAtLeast: (version) =>

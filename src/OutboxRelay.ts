@@ -9,10 +9,11 @@
  * - **Order and several instances**: one relay at a time holds the store's
  *   lease (a lease row with owner and expiry, renewed before every batch) and
  *   publishes; the others stand by and take over when the lease expires or is
- *   released. Within a batch, the messages of one aggregate are published one
- *   after another in enqueue order, different aggregates concurrently
- *   (`window`); a failed publish stops its aggregate for this round, so a
- *   later event never overtakes an earlier one. A batch is bounded by half
+ *   released. A batch is published with the publisher's
+ *   `publishMessages`: the messages of one aggregate one after another in
+ *   enqueue order, different aggregates concurrently (`window`); a failed
+ *   publish stops its aggregate for this round, so a later event never
+ *   overtakes an earlier one. A batch is bounded by half
  *   the lease TTL, so a relay stops publishing before its lease can expire.
  * - **Crash safety**: rows are published with `msgID = row id` and marked
  *   after their PubAck. A crash between the two re-publishes the rows on
@@ -26,28 +27,10 @@
  * @since 0.1.0
  */
 import { randomUUID } from "node:crypto"
-import {
-  Cause,
-  Clock,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  FiberId,
-  FiberRef,
-  Layer,
-  Metric,
-  Option,
-  Queue,
-  Runtime,
-  Schedule,
-  type Scope
-} from "effect"
-import { fiberContext } from "./internal/fiberContext.js"
-import { pipelined, type StartPublish } from "./internal/publishPipelined.js"
+import { Clock, Duration, Effect, Layer, Metric, Option, Queue, Schedule, type Scope } from "effect"
 import * as Metrics from "./Metrics.js"
 import { OutboxError, OutboxStore } from "./Outbox.js"
-import { type Ack, type OutgoingMessage, Publisher, type PublishError } from "./Publisher.js"
+import { Publisher, type PublishError } from "./Publisher.js"
 
 /**
  * Relay options.
@@ -91,23 +74,6 @@ export const defaultRetry: Schedule.Schedule<unknown, unknown> = Schedule.expone
 
 type Round = "Standby" | "Idle" | "More"
 
-/** What publishing a batch did: the ids published, and the first failure (its aggregate stopped there). */
-interface Published {
-  readonly ids: Array<string>
-  readonly failure: PublishError | undefined
-}
-
-/** Split a batch into per-aggregate chains, each in enqueue order. */
-const chains = (rows: ReadonlyArray<OutgoingMessage>): Array<Array<OutgoingMessage>> => {
-  const byAggregate = new Map<string, Array<OutgoingMessage>>()
-  for (const row of rows) {
-    const chain = byAggregate.get(row.aggregateId)
-    if (chain === undefined) byAggregate.set(row.aggregateId, [row])
-    else chain.push(row)
-  }
-  return [...byAggregate.values()]
-}
-
 /**
  * Run the relay in the current scope. It stops when the scope closes (an
  * in-flight batch is interrupted: its rows stay pending and are re-published
@@ -138,89 +104,12 @@ export const make = (
     const retry = options.retry ?? defaultRetry
     const retention = Duration.decode(options.retention ?? "1 hour")
 
-    /**
-     * How a message is published: `publisher.publishMessage` in a fiber, or,
-     * when it is the publisher's own and no tracer records, its pipelined
-     * form (plain promises; a fiber only to retry a failure).
-     */
-    const starter: Effect.Effect<StartPublish> = Effect.flatMap(Effect.runtime<never>(), (runtime) =>
-      Effect.flatMap(fiberContext, (context) =>
-        Effect.map(FiberRef.get(FiberRef.currentMetricLabels), (labels): StartPublish => {
-          const own = pipelined.get(publisher.publishMessage)
-          if (own !== undefined && !context.recording) return own(runtime, labels)
-          const run = Runtime.runFork(runtime)
-          return (message, done, track) => {
-            const fiber = run(publisher.publishMessage(message))
-            track(fiber)
-            fiber.addObserver(done)
-          }
-        })))
-
-    /**
-     * Publish a batch: one chain per aggregate, its messages one after
-     * another in enqueue order, at most `window` chains at a time, driven by
-     * the acks (no fiber per chain). A failed publish ends its chain (a later
-     * message of the aggregate never overtakes it); the others go on. A
-     * defect ends the batch.
-     */
-    const publishBatch = (start: StartPublish, rows: ReadonlyArray<OutgoingMessage>) =>
-      Effect.async<Published>((resume) => {
-        const queue = chains(rows)
-        const ids: Array<string> = []
-        const fibers = new Set<Fiber.RuntimeFiber<Ack, PublishError>>()
-        const track = (fiber: Fiber.RuntimeFiber<Ack, PublishError>) => {
-          fibers.add(fiber)
-          fiber.addObserver(() => fibers.delete(fiber))
-        }
-        let failure: PublishError | undefined
-        let next = 0
-        let active = 0
-        let over = false
-        const end = (exit: Exit.Exit<Published>) => {
-          if (over) return
-          over = true
-          for (const fiber of fibers) fiber.unsafeInterruptAsFork(FiberId.none)
-          resume(exit)
-        }
-        const settled = (chain: ReadonlyArray<OutgoingMessage>, index: number) => (exit: Exit.Exit<Ack, PublishError>) => {
-          if (over) return
-          if (Exit.isSuccess(exit)) {
-            ids.push(chain[index]!.id)
-            if (index + 1 < chain.length) return publish(chain, index + 1)
-          } else {
-            const error = Cause.failureOption(exit.cause)
-            if (Option.isNone(error)) return end(Exit.failCause(exit.cause as Cause.Cause<never>))
-            failure ??= error.value
-          }
-          active--
-          fill()
-        }
-        const publish = (chain: ReadonlyArray<OutgoingMessage>, index: number): void => {
-          try {
-            start(chain[index]!, settled(chain, index), track)
-          } catch (defect) {
-            end(Exit.die(defect))
-          }
-        }
-        const fill = () => {
-          while (!over && active < window && next < queue.length) {
-            active++
-            publish(queue[next++]!, 0)
-          }
-          if (!over && active === 0 && next === queue.length) end(Exit.succeed({ ids, failure }))
-        }
-        fill()
-        return Effect.suspend(() => {
-          over = true
-          return Fiber.interruptAll(fibers)
-        })
-      })
-
     const batch: Effect.Effect<Round, PublishError | OutboxError> = Effect.gen(function*() {
       const rows = yield* store.pending(batchSize)
       if (rows.length === 0) return "Idle"
-      const published = yield* publishBatch(yield* starter, rows)
-      if (published.ids.length > 0) yield* store.markPublished(published.ids)
+      // per aggregate in enqueue order, `window` aggregates at a time; a failure stops its aggregate
+      const published = yield* publisher.publishMessages(rows, { window })
+      if (published.acks.length > 0) yield* store.markPublished(published.acks.map((ack) => ack.id))
       if (published.failure !== undefined) return yield* published.failure
       return rows.length < batchSize ? "Idle" : "More"
     })

@@ -15,13 +15,9 @@ import {
   Effect,
   Either,
   Exit,
-  Fiber,
-  FiberId,
-  FiberRef,
   Layer,
   Metric,
   ParseResult,
-  Runtime,
   Schedule,
   Schema
 } from "effect"
@@ -31,9 +27,9 @@ import type * as Event from "./Event.js"
 import * as Codec from "./internal/codec.js"
 import { type FiberContext, fiberContext } from "./internal/fiberContext.js"
 import { fromRecord } from "./internal/headers.js"
-import { publisherFor } from "./internal/jetstreamPublish.js"
-import { pipelined } from "./internal/publishPipelined.js"
+import * as PublishWindow from "./internal/publishWindow.js"
 import { retryAfter } from "./internal/retry.js"
+import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
 import { JetStream } from "./JetStream.js"
 import * as Metrics from "./Metrics.js"
 import * as NatsError from "./NatsError.js"
@@ -89,6 +85,18 @@ export interface Ack {
   readonly stream: string
   readonly seq: number
   readonly duplicate: boolean
+}
+
+/**
+ * What `publishMessages` did: the acks of the messages published (in the
+ * order they were acked), and the first failure, if any.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Published {
+  readonly acks: ReadonlyArray<Ack>
+  readonly failure: PublishError | undefined
 }
 
 /**
@@ -181,7 +189,27 @@ export class Publisher extends Context.Tag("effect-nats/Publisher")<Publisher, {
   readonly publishAll: <R>(entries: Iterable<Entry<R>>) => Effect.Effect<Array<Ack>, PublishError, R>
   /** Publish an already built message (outbox relay, dead-letter replay). */
   readonly publishMessage: (message: OutgoingMessage) => Effect.Effect<Ack, PublishError>
+  /**
+   * Publish already built messages (the outbox relay's batches) in the
+   * publisher's window: the messages of one aggregate (`aggregateId`) one
+   * after another in the given order, at most `window` aggregates at a time
+   * (default: the layer's `window`). A message that cannot be published
+   * (after the retries) ends its aggregate's turn, so a later message of it
+   * never overtakes it; the other aggregates go on. Never fails: the result
+   * lists what was acked and the first failure. A wrapper of the service
+   * that must see every publish of the relay wraps this method.
+   */
+  readonly publishMessages: (
+    messages: Iterable<OutgoingMessage>,
+    options?: { readonly window?: number | undefined }
+  ) => Effect.Effect<Published>
 }>() {}
+
+/** What a publish task reports. */
+type Done = (exit: Exit.Exit<Ack, PublishError>) => void
+
+/** A task of the publish window. */
+type Task<R> = (lane: PublishWindow.Lane<PublishError, R>, done: Done) => void
 
 const encoders = new WeakMap<object, Codec.Codec<unknown, unknown>>()
 
@@ -286,15 +314,30 @@ const prepare = (message: OutgoingMessage): Prepared => {
 
 const toAck = (id: string, ack: PubAck): Ack => ({ id, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate })
 
+/** Split messages into per-aggregate chains, each in the given order. */
+const chains = (messages: Iterable<OutgoingMessage>): Array<Array<OutgoingMessage>> => {
+  const byAggregate = new Map<string, Array<OutgoingMessage>>()
+  for (const message of messages) {
+    const chain = byAggregate.get(message.aggregateId)
+    if (chain === undefined) byAggregate.set(message.aggregateId, [message])
+    else chain.push(message)
+  }
+  return [...byAggregate.values()]
+}
+
 /**
  * Build the service.
  *
- * Without a recording tracer, `publishAll` keeps its window of publishes in
- * flight with plain promises (no fiber per message): the next message is
- * built (Schema encode, synchronous when the Schema allows) and sent as soon
- * as an ack frees a place, so nats.js writes the publishes of one tick
- * together. Only a message whose publish failed goes through the Effect retry
- * path (and the dead-letter stream, with {@link layerWithDeadLetter}).
+ * Whether to create PRODUCER spans is decided here, once (the rule of
+ * `Tracing.isRecording`). Every publish runs in the one windowed engine
+ * (`publish` and `publishMessage` are a window of one). Without spans, a
+ * message is built (Schema encode, synchronous when the Schema allows) when
+ * its turn comes and sent with plain promises through `JetStream.publish`;
+ * the next one starts as soon as an ack frees a place, so nats.js writes the
+ * publishes of one tick together. Only a message whose publish failed goes
+ * through the Effect retry path (and the dead-letter stream, with
+ * {@link layerWithDeadLetter}). With spans, each publish runs in its span, in
+ * a fiber of the same window.
  *
  * @since 0.1.0
  * @category constructors
@@ -302,38 +345,31 @@ const toAck = (id: string, ack: PubAck): Ack => ({ id, stream: ack.stream, seq: 
 export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["Type"]) =>
   Effect.gen(function*() {
     const js = yield* JetStream
+    const tracing = yield* Tracing.isRecording
     const retry = options.retry ?? defaultRetry
     const window = Math.max(1, options.window ?? 256)
     const timeout = Duration.toMillis(options.timeout ?? "5 seconds")
     const source = options.source
-    const spanOptions = new Map<string, { readonly kind: "producer"; readonly attributes: Record<string, unknown>; readonly captureStackTrace: false }>()
+    const spans = new Map<string, MessagingSpan>()
     const spanFor = (subject: string) => {
-      let o = spanOptions.get(subject)
-      if (o === undefined) {
-        o = {
-          kind: "producer",
-          captureStackTrace: false,
-          attributes: {
-            [Tracing.Attributes.system]: "nats",
-            [Tracing.Attributes.destination]: subject,
-            [Tracing.Attributes.operationType]: "publish",
-            [Tracing.Attributes.operationName]: "publish"
-          }
-        }
-        spanOptions.set(subject, o)
+      let span = spans.get(subject)
+      if (span === undefined) {
+        span = messagingSpan("producer", "publish", subject)
+        spans.set(subject, span)
       }
-      return o
+      return span
     }
 
-    const publishJs = publisherFor(js.client)
-    const publishNow = (p: Prepared): Promise<PubAck> => publishJs(p.message.subject, p.payload, p.headers, timeout)
+    const publishNow = (p: Prepared): Promise<PubAck> => js.publish(p.message.subject, p.payload, p.headers, timeout)
 
     const attempt = (p: Prepared) =>
       Effect.tryPromise({ try: () => publishNow(p), catch: NatsError.fromCause("Publisher.publish", p.message.subject) })
 
     /** After a failed publish: retry transient failures with the Schedule, then fail (and dead-letter, if configured). */
-    const recover = (p: Prepared, first: NatsError.NatsError): Effect.Effect<PubAck, PublishError> =>
+    const recover = (p: Prepared, first: NatsError.NatsError): Effect.Effect<Ack, PublishError> =>
       retryAfter(first, attempt(p), { schedule: retry, while: NatsError.isTransient }).pipe(
+        Effect.map((ack) => toAck(p.message.id, ack)),
+        Effect.tap(() => Metric.increment(Metrics.published)),
         Effect.tapError(() => Metric.increment(Metrics.publishFailed)),
         Effect.catchAll((cause) =>
           Effect.flatMap(
@@ -365,143 +401,128 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
         )
       )
 
-    const acked = (p: Prepared, self: Effect.Effect<PubAck, PublishError>): Effect.Effect<Ack, PublishError> =>
-      Effect.map(self, (ack) => toAck(p.message.id, ack)).pipe(Effect.tap(() => Metric.increment(Metrics.published)))
+    /** Publish in a fiber (a traced publish, a message whose encode is effectful): first attempt, then `recover`. */
+    const send = (message: OutgoingMessage): Effect.Effect<Ack, PublishError> =>
+      Effect.suspend(() => {
+        const p = prepare(message)
+        return Effect.matchEffect(attempt(p), {
+          onFailure: (first) => recover(p, first),
+          onSuccess: (ack) => Effect.as(Metric.increment(Metrics.published), toAck(message.id, ack))
+        })
+      })
 
-    const send = (message: OutgoingMessage): Effect.Effect<Ack, PublishError> => {
-      const p = prepare(message)
-      return acked(p, Effect.catchAll(attempt(p), (first) => recover(p, first)))
-    }
-
-    // spans only when a tracer records them (checked per call: tracing layers may be provided late)
-    const traced = <A, E, R>(subject: string, self: Effect.Effect<A, E, R>) =>
-      Effect.withSpan(self, `publish ${subject}`, spanFor(subject))
-
-    const annotated = (message: OutgoingMessage) =>
-      Effect.zipRight(Effect.annotateCurrentSpan(Tracing.Attributes.messageId, message.id), send(message))
-
-    const publishMessage = (message: OutgoingMessage) =>
-      Effect.flatMap(fiberContext, (context) =>
-        context.recording ? traced(message.subject, annotated(message)) : send(message))
-
-    // `publishMessage` with plain promises (what `send` does), for the outbox relay's window
-    pipelined.set(publishMessage, (runtime, labels) => (message, done, track) => {
+    /** Publish in the window with plain promises: first attempt, then `recover` in a fiber only after a failure. */
+    const start = <R>(lane: PublishWindow.Lane<PublishError, R>, message: OutgoingMessage, done: Done) => {
       let p: Prepared
       try {
         p = prepare(message)
       } catch (defect) {
-        // what `publishMessage` would die with (e.g. a header nats.js refuses)
+        // what `send` dies with (e.g. a header nats.js refuses)
         return done(Exit.die(defect))
       }
       publishNow(p).then(
         (ack) => {
-          Metrics.published.unsafeUpdate(1, labels)
+          if (lane.over()) return
+          Metrics.published.unsafeUpdate(1, lane.labels)
           done(Exit.succeed(toAck(message.id, ack)))
         },
         (cause) => {
-          const fiber = Runtime.runFork(runtime)(
-            acked(p, recover(p, NatsError.fromCause("Publisher.publish", message.subject)(cause)))
-          )
-          track(fiber)
-          fiber.addObserver(done)
+          if (!lane.over()) lane.fork(recover(p, NatsError.fromCause("Publisher.publish", message.subject)(cause)), done)
         }
       )
-    })
-
-    const publish = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta: Meta = {}) => {
-      const buildIn = (context: FiberContext) =>
-        buildWith(context, event as Event.Event<string, unknown, unknown, R>, data, meta, source)
-      return Effect.flatMap(fiberContext, (context) =>
-        context.recording
-          // built in the PRODUCER span: its traceparent goes with the message
-          ? traced(event.subject, Effect.flatMap(Effect.flatMap(fiberContext, buildIn), annotated))
-          : Effect.flatMap(buildIn(context), send))
     }
 
-    /** The window of in-flight publishes, driven by the acks (see `make`). */
-    const pump = <R>(context: FiberContext, entries: Iterable<Entry<R>>): Effect.Effect<Array<Ack>, PublishError, R> =>
-      Effect.gen(function*() {
-        const runtime = yield* Effect.runtime<R>()
-        const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
-        return yield* Effect.async<Array<Ack>, PublishError>((resume) => {
-          const iterator = entries[Symbol.iterator]()
-          const acks: Array<Ack> = []
-          // fibers of the messages that needed effects: an effectful encode, or a retry after a failed publish
-          const fibers = new Set<Fiber.RuntimeFiber<Ack, PublishError>>()
-          let started = 0
-          let settled = 0
-          let exhausted = false
-          let over = false
-          const end = (exit: Exit.Exit<Array<Ack>, PublishError>) => {
-            if (over) return
-            over = true
-            for (const fiber of fibers) fiber.unsafeInterruptAsFork(FiberId.none)
-            resume(exit)
-          }
-          const settle = (index: number, ack: Ack) => {
-            acks[index] = ack
-            settled++
-            next()
-          }
-          const fork = (index: number, effect: Effect.Effect<Ack, PublishError, R>) => {
-            const fiber = Runtime.runFork(runtime)(effect)
-            fibers.add(fiber)
-            fiber.addObserver((exit) => {
-              fibers.delete(fiber)
-              if (over) return
-              if (Exit.isSuccess(exit)) settle(index, exit.value)
-              else end(exit as Exit.Exit<never, PublishError>)
-            })
-          }
-          const start = (index: number, message: OutgoingMessage) => {
-            const p = prepare(message)
-            publishNow(p).then(
-              (ack) => {
-                if (over) return
-                Metrics.published.unsafeUpdate(1, labels)
-                settle(index, toAck(message.id, ack))
-              },
-              (cause) => {
-                if (over) return
-                fork(index, acked(p, recover(p, NatsError.fromCause("Publisher.publish", message.subject)(cause))))
-              }
-            )
-          }
-          const next = () => {
-            try {
-              while (!over && !exhausted && started - settled < window) {
-                const item = iterator.next()
-                if (item.done) {
-                  exhausted = true
-                  break
-                }
-                const index = started++
-                const { data, event, meta } = item.value
-                const built = buildWith(context, event, data, meta ?? {}, source)
-                if (!Either.isEither(built)) fork(index, Effect.flatMap(built, send))
-                else if (Either.isLeft(built)) return end(Exit.fail(built.left))
-                else start(index, built.right)
-              }
-              if (exhausted && settled === started) end(Exit.succeed(acks))
-            } catch (defect) {
-              end(Exit.die(defect))
-            }
-          }
-          next()
-          return Effect.suspend(() => {
-            over = true
-            return Fiber.interruptAll(fibers)
-          })
-        })
-      })
+    /** `self` (build, then publish) in the PRODUCER span: built in it, its traceparent goes with the message. */
+    const traced = <R>(subject: string, build: Effect.Effect<OutgoingMessage, PublishError, R>) =>
+      Effect.withSpan(
+        Effect.flatMap(build, (message) =>
+          Effect.zipRight(Effect.annotateCurrentSpan(Tracing.Attributes.messageId, message.id), send(message))),
+        `publish ${subject}`,
+        spanFor(subject)
+      )
+
+    /** The task that publishes a built message. */
+    const messageTask = (message: OutgoingMessage): Task<never> =>
+      tracing
+        ? (lane, done) => lane.fork(traced(message.subject, Effect.succeed(message)), done)
+        : (lane, done) => start(lane, message, done)
+
+    /** The task that builds an entry's message (when its turn comes) and publishes it. */
+    const entryTask = <R>(context: FiberContext, entry: Entry<R>): Task<R> => {
+      const event = entry.event as Event.Event<string, unknown, unknown, R>
+      const meta = entry.meta ?? {}
+      if (tracing) {
+        const build = Effect.flatMap(fiberContext, (inSpan) => buildWith(inSpan, event, entry.data, meta, source))
+        return (lane, done) => lane.fork(traced(event.subject, build), done)
+      }
+      const built = buildWith(context, event, entry.data, meta, source)
+      if (!Either.isEither(built)) return (lane, done) => lane.fork(Effect.flatMap(built, send), done)
+      if (Either.isLeft(built)) return (_, done) => done(Exit.fail(built.left))
+      return messageTask(built.right)
+    }
 
     const publishAll = <R>(entries: Iterable<Entry<R>>): Effect.Effect<Array<Ack>, PublishError, R> =>
-      Effect.flatMap(fiberContext, (context) =>
-        context.recording
-          ? Effect.forEach(entries, (e) => publish(e.event, e.data, e.meta), { concurrency: window })
-          : pump(context, entries))
+      Effect.flatMap(fiberContext, (context) => {
+        const iterator = entries[Symbol.iterator]()
+        const acks: Array<Ack> = []
+        let index = 0
+        const next = (): Task<R> | undefined => {
+          const item = iterator.next()
+          if (item.done) return undefined
+          const i = index++
+          const task = entryTask(context, item.value)
+          return (lane, done) =>
+            task(lane, (exit) => {
+              if (Exit.isSuccess(exit)) acks[i] = exit.value
+              done(exit)
+            })
+        }
+        // the first failure ends the batch
+        return Effect.as(PublishWindow.run(window, next, () => true), acks)
+      })
 
-    return Publisher.of({ publish, publishAll, publishMessage })
+    const publishMessages = (
+      messages: Iterable<OutgoingMessage>,
+      options?: { readonly window?: number | undefined }
+    ): Effect.Effect<Published> =>
+      Effect.suspend(() => {
+        const queue = chains(messages)
+        const acks: Array<Ack> = []
+        let failure: PublishError | undefined
+        let next = 0
+        // one task per aggregate: its messages one after another; a failure ends it, the others go on
+        const chain = (): Task<never> | undefined => {
+          if (next === queue.length) return undefined
+          const messages = queue[next++]!
+          return (lane, done) => {
+            const step = (index: number): void =>
+              messageTask(messages[index]!)(lane, (exit) => {
+                if (Exit.isSuccess(exit)) {
+                  acks.push(exit.value)
+                  if (index + 1 < messages.length && !lane.over()) return step(index + 1)
+                }
+                done(exit)
+              })
+            step(0)
+          }
+        }
+        const run = PublishWindow.run(Math.max(1, options?.window ?? window), chain, (error) => {
+          failure ??= error
+          return false // never ends the window: `run` cannot fail
+        })
+        return Effect.map(Effect.orDie(run), (): Published => ({ acks, failure }))
+      })
+
+    const publish = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta?: Meta) =>
+      Effect.map(publishAll([entry(event, data, meta)]), (acks) => acks[0]!)
+
+    const publishMessage = (message: OutgoingMessage) =>
+      Effect.flatMap(
+        publishMessages([message]),
+        (published) => published.failure === undefined ? Effect.succeed(published.acks[0]!) : Effect.fail(published.failure)
+      )
+
+    return Publisher.of({ publish, publishAll, publishMessage, publishMessages })
   })
 
 /**

@@ -84,6 +84,14 @@ export const extract = (headers: MsgHdrs | undefined): Option.Option<Tracer.Exte
  * only created when one is: without it they would cost time and record
  * nothing.
  *
+ * **The rule, everywhere**: a service or consumer reads this once, when it is
+ * built (`Publisher.make` / `layer`, `Consumer.make`, `CommandService`), and
+ * keeps one path for its lifetime. So the tracer must be installed where the
+ * toolkit's layers are built: provide the tracing layer to them
+ * (`MyLayers.pipe(Layer.provide(TracingLive))`, or `Effect.provide(TracingLive)`
+ * outside them), not beside them (`Layer.merge(MyLayers, TracingLive)` builds
+ * both apart, and the toolkit sees no tracer).
+ *
  * @since 0.1.0
  * @category tracing
  */

@@ -11,6 +11,7 @@
 import { expect } from "@effect/vitest"
 import { Capture } from "@effect-nats/testing"
 import { JetStreamApiError, type JsMsg, StorageType } from "@nats-io/jetstream"
+import { headers as natsHeaders } from "@nats-io/nats-core"
 import { Clock, Context, type Duration, Effect, Fiber, Option, Queue, Ref, Schedule, Schema, type Scope } from "effect"
 import {
   Command,
@@ -215,6 +216,60 @@ export const transportConformance = <R>(t: Transport<R>): void =>
         expect(yield* publish("a")).toEqual({ stream: name, seq: 3, duplicate: false })
         expect((yield* js.streamInfo(name)).state.messages).toBe(3)
       }), 20_000)
+
+    test("JetStream.publish (the Publisher's path): PubAcks, msgID dedup, no responders, a JetStream API error", () =>
+      Effect.gen(function*() {
+        const js = yield* JetStream.JetStream
+        const { name, prefix } = yield* tempStream({ maxMsgSize: 64 })
+        const headers = (id: string) => {
+          const h = natsHeaders()
+          h.set("Nats-Msg-Id", id)
+          return h
+        }
+        const publish = (subject: string, data: string, id?: string) =>
+          Effect.tryPromise({
+            try: () => js.publish(subject, enc.encode(data), id === undefined ? undefined : headers(id), 2000),
+            catch: NatsError.fromCause("publish", subject)
+          })
+        expect(yield* publish(`${prefix}.a`, "1", "m-1")).toEqual({ stream: name, seq: 1, duplicate: false })
+        expect(yield* publish(`${prefix}.b`, "2")).toEqual({ stream: name, seq: 2, duplicate: false })
+        expect(yield* publish(`${prefix}.a`, "1", "m-1")).toEqual({ stream: name, seq: 1, duplicate: true })
+        // many in flight at once: every one answered, in order of sequence
+        const many = yield* Effect.all(Array.from({ length: 50 }, (_, i) => publish(`${prefix}.c`, `${i}`)), { concurrency: "unbounded" })
+        expect(many.map((a) => a.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => i + 3))
+        expect((yield* Effect.flip(publish(`nowhere.${prefix}`, "x")))._tag).toBe("NatsNoRespondersError")
+        const tooBig = yield* Effect.flip(publish(`${prefix}.a`, "x".repeat(100)))
+        expect(tooBig).toMatchObject({ _tag: "NatsRequestError", code: 400 })
+        expect((yield* js.streamInfo(name)).state.messages).toBe(52)
+      }))
+
+    test("Publisher.publishMessages: per-aggregate order; a failure stops its aggregate, the others go on", () =>
+      Effect.gen(function*() {
+        const { name, prefix } = yield* tempStream()
+        // one immediate retry (no delay to wait for on either clock)
+        const publisher = yield* Publisher.make({ retry: Schedule.recurs(1) })
+        const js = yield* JetStream.JetStream
+        const message = (aggregateId: string, n: number, subject = `${prefix}.${aggregateId}`): Publisher.OutgoingMessage => ({
+          id: `${aggregateId}-${n}`,
+          subject,
+          headers: {},
+          payload: `${n}`,
+          type: "t",
+          aggregateId
+        })
+        const published = yield* publisher.publishMessages([
+          message("a", 1),
+          message("b", 1),
+          message("a", 2),
+          message("b", 2, `nowhere.${prefix}`), // no stream: no responders, retried once, then fails
+          message("b", 3),
+          message("a", 3)
+        ], { window: 2 })
+        expect(published.acks.map((a) => a.id).filter((id) => id.startsWith("a"))).toEqual(["a-1", "a-2", "a-3"])
+        expect(published.acks.map((a) => a.id).filter((id) => id.startsWith("b"))).toEqual(["b-1"])
+        expect(published.failure).toMatchObject({ _tag: "PublishError", reason: "Failed", messageId: "b-2" })
+        expect((yield* js.streamInfo(name)).state.messages).toBe(4)
+      }), 30_000)
 
     test("Publisher: typed publish, a duplicate envelope id, capture by event", () =>
       Effect.gen(function*() {

@@ -13,7 +13,8 @@ const TracingLive = Layer.unwrapEffect(Effect.map(Spans, (exporter) =>
 )).pipe(Layer.provideMerge(Layer.sync(Spans, () => new InMemorySpanExporter())))
 
 describe("Tracing", () => {
-  layer(Layer.merge(PipelineLive, TracingLive), { excludeTestServices: true })((it) => {
+  // the tracer is provided to the pipeline layers: the Publisher decides at build time (Tracing.isRecording)
+  layer(PipelineLive.pipe(Layer.provideMerge(TracingLive)), { excludeTestServices: true })((it) => {
     it.scoped("one trace from publish in service A, through process in service B and its own publish, to service C", () =>
       Effect.gen(function*() {
         const exporter = yield* Spans

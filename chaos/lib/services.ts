@@ -61,7 +61,7 @@ export const OrdersConsumer = (config: OrdersConfig) => {
 export interface RelayConfig {
   readonly url: string
   readonly db: string
-  /** SIGKILL this process right after this many PubAcks (before their batch is marked); 0 = never. */
+  /** SIGKILL this process once this many PubAcks are in: after the batch that reaches the count is published, before it is marked; 0 = never. */
   readonly exitAfterPubAcks?: number | undefined
   /** Called after every PubAck: whether JetStream reported it as a duplicate. */
   readonly onAck?: ((duplicate: boolean) => void) | undefined
@@ -78,11 +78,14 @@ export const Relay = (config: RelayConfig) => {
     Publisher.Publisher,
     Effect.map(Publisher.make(), (p) => ({
       ...p,
-      publishMessage: (message: Publisher.OutgoingMessage) =>
-        Effect.tap(p.publishMessage(message), (ack) =>
+      // the relay publishes through `publishMessages`: count its acks, crash after the batch that reaches the count
+      publishMessages: (messages: Iterable<Publisher.OutgoingMessage>, options?: { readonly window?: number | undefined }) =>
+        Effect.tap(p.publishMessages(messages, options), (published) =>
           Effect.sync(() => {
-            acks++
-            config.onAck?.(ack.duplicate)
+            for (const ack of published.acks) {
+              acks++
+              config.onAck?.(ack.duplicate)
+            }
             if (exitAfter > 0 && acks >= exitAfter) process.kill(process.pid, "SIGKILL")
           }))
     }))

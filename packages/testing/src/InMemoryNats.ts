@@ -175,7 +175,9 @@ export const make = (
       const js = JetStream.fromHandles({
         client: engine.client(connection),
         manager: engine.manager(connection),
-        kvm: kvManager(engine)
+        kvm: kvManager(engine),
+        // the production publish path: core publishes with a reply subject, answered by the streams
+        nats
       })
       return Context.make(NatsClient.NatsClient, nats).pipe(Context.add(JetStream.JetStream, js))
     })
