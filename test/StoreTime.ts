@@ -26,12 +26,12 @@ const inMemory = Effect.map(Effect.serviceOption(InMemoryNats.InMemoryNats), Opt
 /** The toolkit's time (Effect `Clock`) moves `d`. */
 export const advance = (d: Duration.DurationInput): Effect.Effect<void> => TestClock.adjust(d)
 
-/** The toolkit's and the server's time move `d` (real time on a real server). */
+/** The toolkit's and the server's time move `d` (at once: real time on a real server). */
 export const elapse = (d: Duration.DurationInput): Effect.Effect<void> =>
-  Effect.zipRight(
-    TestClock.adjust(d),
-    Effect.whenEffect(Effect.sleep(d).pipe(Effect.withClock(live)), Effect.map(inMemory, (m) => !m))
-  )
+  Effect.flatMap(inMemory, (memory) =>
+    memory
+      ? TestClock.adjust(d)
+      : Effect.zipRight(TestClock.adjust(d), Effect.sleep(d).pipe(Effect.withClock(live)), { concurrent: true }))
 
 /** Let time pass until `check` holds; dies once `within` has passed (TestClock time in memory). */
 export const until = <E, R>(check: Effect.Effect<boolean, E, R>, within: Duration.DurationInput = "10 seconds") =>
