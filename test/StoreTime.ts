@@ -33,7 +33,7 @@ export const elapse = (d: Duration.DurationInput): Effect.Effect<void> =>
       ? TestClock.adjust(d)
       : Effect.zipRight(TestClock.adjust(d), Effect.sleep(d).pipe(Effect.withClock(live)), { concurrent: true }))
 
-/** Let time pass until `check` holds; dies once `within` has passed (TestClock time in memory). */
+/** Let time pass until `check` holds; dies once `within` of TestClock time has passed (on a real server, about as much real time). */
 export const until = <E, R>(check: Effect.Effect<boolean, E, R>, within: Duration.DurationInput = "10 seconds") =>
   Effect.gen(function*() {
     const start = yield* Clock.currentTimeMillis
