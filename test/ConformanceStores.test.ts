@@ -1,8 +1,8 @@
 /**
- * The Dedup and Outbox conformance suites (written for a real nats-server) run
- * unchanged on the in-memory transport, on the live clock: the dedup stores
- * (memory and NATS KV) and the outbox relay do not know which transport they
- * are on.
+ * The Dedup and Outbox conformance suites run unchanged on the in-memory
+ * transport: the dedup stores (memory and NATS KV) and the outbox relay do not
+ * know which transport they are on. The transport shares the cases' TestClock
+ * (one per suite), so every wait is simulated time (see `StoreTime`).
  */
 import { InMemoryNats } from "@effect-nats/testing"
 import { Effect, Layer } from "effect"

@@ -1,7 +1,8 @@
 /**
  * One conformance suite for every Dedup store (memory, NATS KV, SQLite,
  * Postgres), as Watermill's pubsub/tests does for its backends: the same cases,
- * against a real nats-server (and a real database for the SQL stores).
+ * against a real nats-server (and a real database for the SQL stores) and the
+ * in-memory transport. The cases run on the `TestClock` (see `StoreTime`).
  */
 import { expect, layer } from "@effect/vitest"
 import { type Duration, Effect, type Layer, Metric, Ref, type Scope } from "effect"
@@ -14,7 +15,8 @@ import * as Metrics from "../src/Metrics.js"
 import * as Middleware from "../src/Middleware.js"
 import type * as NatsClient from "../src/NatsClient.js"
 import * as Publisher from "../src/Publisher.js"
-import { billingStream, eventually, InvoiceIssued, unique } from "./utils.js"
+import { advance, elapse, until } from "./StoreTime.js"
+import { billingStream, InvoiceIssued, unique } from "./utils.js"
 
 /** What the suite needs from the shared layer. */
 export type Services = JetStream.JetStream | NatsClient.NatsClient | DeadLetter.DeadLetter | Publisher.Publisher
@@ -84,9 +86,14 @@ const countingConsumer = (
     return { handled, durable }
   })
 
+/** Wait until the consumer has settled every message of its stream. */
+const idle = (stream: string, durable: string) =>
+  Effect.flatMap(JetStream.JetStream, (js) =>
+    until(Effect.map(js.consumerInfo(stream, durable), (i) => i.num_ack_pending === 0 && i.num_pending === 0)))
+
 /** Register the suite for one store. */
 export const dedupConformance = <R>(store: DedupStore<R>) =>
-  layer(store.layer, { excludeTestServices: true, timeout: "60 seconds" })(`Dedup conformance: ${store.name}`, (it) => {
+  layer(store.layer, { timeout: "60 seconds" })(`Dedup conformance: ${store.name}`, (it) => {
     it.scoped("claim then commit: the key is a duplicate", () =>
       Effect.gen(function*() {
         const dedup = yield* store.make({})
@@ -141,7 +148,7 @@ export const dedupConformance = <R>(store: DedupStore<R>) =>
           const key = unique("k")
           expect(yield* dedup.claim(key)).toBe("Claimed")
           expect(yield* dedup.claim(key)).toBe("InProgress")
-          yield* Effect.sleep("450 millis")
+          yield* advance("450 millis")
           expect(yield* dedup.claim(key)).toBe("Claimed")
         }))
     }
@@ -149,7 +156,6 @@ export const dedupConformance = <R>(store: DedupStore<R>) =>
     it.scoped("a message redelivered after it was handled (ack lost) is acked as a duplicate, not handled again", () =>
       Effect.gen(function*() {
         const stream = yield* billingStream
-        const js = yield* JetStream.JetStream
         const publisher = yield* Publisher.Publisher
         const dedup = yield* store.make({})
         const before = yield* duplicates
@@ -165,8 +171,8 @@ export const dedupConformance = <R>(store: DedupStore<R>) =>
           pipeline: (m) => [m.settle, m.trace, m.decode, loseFirstAck, m.retry, m.dedup]
         })
         yield* publisher.publish(InvoiceIssued, { invoiceId: "redelivered", amount: 1 })
-        yield* eventually(Effect.map(duplicates, (n) => n - before === 1))
-        yield* eventually(Effect.map(js.consumerInfo(stream, durable), (i) => i.num_ack_pending === 0 && i.num_pending === 0))
+        yield* until(Effect.map(duplicates, (n) => n - before === 1))
+        yield* idle(stream, durable)
         expect(yield* Ref.get(deliveries)).toEqual([1, 2])
         expect(yield* Ref.get(handled)).toEqual({ redelivered: 1 })
       }))
@@ -174,27 +180,26 @@ export const dedupConformance = <R>(store: DedupStore<R>) =>
     it.scoped("the same envelope id re-published outside the JetStream duplicate window is handled once", () =>
       Effect.gen(function*() {
         const stream = yield* shortWindowStream
-        const js = yield* JetStream.JetStream
         const publisher = yield* Publisher.Publisher
         const dedup = yield* store.make({})
         const before = yield* duplicates
         const { durable, handled } = yield* countingConsumer(stream, dedup)
         const id = unique("envelope")
         const first = yield* publisher.publish(InvoiceIssued, { invoiceId: "republished", amount: 1 }, { id })
-        yield* Effect.sleep("300 millis")
+        // past the stream's duplicate window (server time: real on nats-server)
+        yield* elapse("300 millis")
         const second = yield* publisher.publish(InvoiceIssued, { invoiceId: "republished", amount: 1 }, { id })
         // JetStream stored both: only the consumer-side dedup stands between them and a second effect
         expect([first.duplicate, second.duplicate]).toEqual([false, false])
         expect(second.seq).toBe(first.seq + 1)
-        yield* eventually(Effect.map(duplicates, (n) => n - before === 1))
-        yield* eventually(Effect.map(js.consumerInfo(stream, durable), (i) => i.num_ack_pending === 0 && i.num_pending === 0))
+        yield* until(Effect.map(duplicates, (n) => n - before === 1))
+        yield* idle(stream, durable)
         expect(yield* Ref.get(handled)).toEqual({ republished: 1 })
       }))
 
     it.scoped("natural keys: two ids for the same aggregate version are handled once, the next version again", () =>
       Effect.gen(function*() {
         const stream = yield* billingStream
-        const js = yield* JetStream.JetStream
         const publisher = yield* Publisher.Publisher
         const dedup = yield* store.make({ key: "natural" })
         const before = yield* duplicates
@@ -203,7 +208,7 @@ export const dedupConformance = <R>(store: DedupStore<R>) =>
         yield* publisher.publish(InvoiceIssued, { invoiceId, amount: 1 }, { version: 3 })
         yield* publisher.publish(InvoiceIssued, { invoiceId, amount: 1 }, { version: 3 })
         yield* publisher.publish(InvoiceIssued, { invoiceId, amount: 1 }, { version: 4 })
-        yield* eventually(Effect.map(js.consumerInfo(stream, durable), (i) => i.num_ack_pending === 0 && i.num_pending === 0))
+        yield* idle(stream, durable)
         expect(yield* Ref.get(handled)).toEqual({ [invoiceId]: 2 })
         expect((yield* duplicates) - before).toBe(1)
       }))
@@ -211,13 +216,12 @@ export const dedupConformance = <R>(store: DedupStore<R>) =>
     it.scoped("a failing handler leaves the key free: the retry handles the message, once", () =>
       Effect.gen(function*() {
         const stream = yield* billingStream
-        const js = yield* JetStream.JetStream
         const publisher = yield* Publisher.Publisher
         const dedup = yield* store.make({})
         const before = yield* duplicates
         const { durable, handled } = yield* countingConsumer(stream, dedup, { fail: (_, attempt) => attempt <= 2 })
         yield* publisher.publish(InvoiceIssued, { invoiceId: "flaky", amount: 1 })
-        yield* eventually(Effect.map(js.consumerInfo(stream, durable), (i) => i.num_ack_pending === 0 && i.num_pending === 0))
+        yield* idle(stream, durable)
         expect(yield* Ref.get(handled)).toEqual({ flaky: 1 })
         expect((yield* duplicates) - before).toBe(0)
       }))

@@ -3,7 +3,7 @@ import { describe, expect, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
-import { Context, Effect, Exit, Layer, Redacted, Scope } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import * as Outbox from "effect-nats/Outbox"
 import * as OutboxRelay from "effect-nats/OutboxRelay"
 import { SqlMigrations, SqlOutbox } from "../src/index.js"
@@ -13,9 +13,15 @@ import { count, inTransaction, PgLive, SqliteFile, SqliteLive } from "./layers.j
 
 const rowCount = count((sql) => sql<{ n: number }>`SELECT COUNT(*) AS n FROM effect_nats_outbox`)
 
-/** An empty SQL store (the tables are shared by the cases of one database). */
+/**
+ * An empty SQL store (the tables are shared by the cases of one database). The
+ * cases run on the TestClock: the store starts listening (on Postgres, its
+ * LISTEN waits for its own NOTIFY, on the server's time) on the live clock,
+ * for the scope of the case.
+ */
 const fresh = Effect.gen(function*() {
   const store = yield* SqlOutbox.make()
+  yield* store.listen.pipe(Effect.withClock(Clock.make()))
   const sql = yield* SqlClient.SqlClient
   yield* sql`DELETE FROM effect_nats_outbox`
   yield* sql`DELETE FROM effect_nats_outbox_lease`
