@@ -1,0 +1,48 @@
+/**
+ * Effect steps applied at once when the effect before them is already done:
+ * an `Exit`, or an `Either` (what a synchronous Schema codec returns, see
+ * `codec.ts`). A path built with them stays a few plain function calls until
+ * something waits, and then is the same path as an ordinary Effect.
+ *
+ * @internal
+ */
+import { Effect, Either, Exit } from "effect"
+
+/** The result of `self`, if it is already known. */
+export const done = <A, E, R>(self: Effect.Effect<A, E, R>): Exit.Exit<A, E> | undefined =>
+  Exit.isExit(self)
+    ? self as Exit.Exit<A, E>
+    : Either.isEither(self)
+    ? (self._tag === "Right" ? Exit.succeed(self.right as A) : Exit.fail(self.left as E))
+    : undefined
+
+/** `Effect.flatMap`, applied at once when `self` is done. */
+export const flatMap = <A, E, R, B, E2, R2>(
+  self: Effect.Effect<A, E, R>,
+  f: (a: A) => Effect.Effect<B, E2, R2>
+): Effect.Effect<B, E | E2, R | R2> => {
+  const exit = done(self)
+  if (exit === undefined) return Effect.flatMap(self, f)
+  return exit._tag === "Success" ? f(exit.value) : exit as Exit.Exit<never, E>
+}
+
+/** `Effect.matchEffect`, applied at once when `self` is done. */
+export const matchEffect = <A, E, R, B, E2, R2, C, E3, R3>(
+  self: Effect.Effect<A, E, R>,
+  options: {
+    readonly onFailure: (e: E) => Effect.Effect<B, E2, R2>
+    readonly onSuccess: (a: A) => Effect.Effect<C, E3, R3>
+  }
+): Effect.Effect<B | C, E2 | E3, R | R2 | R3> => {
+  const exit = done(self)
+  if (exit === undefined) return Effect.matchEffect(self, options)
+  if (exit._tag === "Success") return options.onSuccess(exit.value)
+  const failure = exit.cause._tag === "Fail" ? exit.cause : undefined
+  return failure === undefined ? exit as Exit.Exit<never, never> : options.onFailure(failure.error)
+}
+
+/** `Effect.exit`, applied at once when `self` is done. */
+export const exit = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<Exit.Exit<A, E>, never, R> => {
+  const result = done(self)
+  return result === undefined ? Effect.exit(self) : Exit.succeed(result)
+}
