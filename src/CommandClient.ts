@@ -406,7 +406,7 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
       const call = (context: FiberContext, ids: { readonly requestId: string; readonly correlationId: string }) => {
         const causationId = callOptions.causationId ?? context.causation?.id
         const userId = callOptions.userId ?? options.userId
-        const body = Eager.flatMap(
+        return Eager.flatMap(
           Eager.matchEffect(codecs.encodePayload(payload), {
             onFailure: (cause) => Either.left(encodeError(cause)),
             onSuccess: (encoded) =>
@@ -427,7 +427,6 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
           }),
           (body) => send(context, body)
         )
-        return body
       }
 
       return (tracing

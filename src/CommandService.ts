@@ -318,7 +318,7 @@ const handle = <R>(c: Compiled<R>, { payload, request }: CommandRequest.Decoded)
     handling = Exit.die(defect)
   }
   let encoded = Eager.flatMap(handling, c.encodeSuccess)
-  if (Eager.done(encoded) === undefined) {
+  if (!Eager.isDone(encoded)) {
     encoded = encoded.pipe(
       // Effect.provideService(RequestContext, request), in fewer steps
       (self) => locallyWith(self, FiberRef.currentContext, (context) => Context.add(context, RequestContext, request)),
@@ -454,7 +454,7 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
         }
       })
       const served = Eager.flatMap(outcome, once)
-      return Eager.done(served) !== undefined
+      return Eager.isDone(served)
         ? served
         : Effect.onInterrupt(served, () => answered ? Effect.void : once(CommandReply.stopping(request)))
     }
@@ -470,7 +470,7 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
     /** Serve a request from the subscription callback: at once, in it, up to what waits (which the stop then waits for). */
     const start = (c: Compiled<R>, msg: Msg): void => {
       const served = tracing ? traced(c, msg) : serve(c, msg)
-      if (Eager.done(served) !== undefined) return
+      if (Eager.isDone(served)) return
       const fiber = Runtime.runFork(runtime)(served, { immediate: true })
       if (fiber.unsafePoll() === null) FiberSet.unsafeAdd(fibers, fiber)
     }

@@ -65,46 +65,60 @@ const responses = Arbitrary.make(Command.Response)
 const encodedRequests = requests.map((r) => Either.getOrThrow(encodeRequestBySchema(r)))
 const encodedResponses = responses.map((r) => encodeResponseBySchema(r).pipe(Either.getOrThrow))
 
-/** The decoder gives the Schema's answer: the same value, or a failure. */
-const sameDecode = <A>(
-  byHand: (u: unknown) => A | undefined,
-  combined: (u: unknown) => Either.Either<A, unknown>,
-  bySchema: (u: unknown) => Either.Either<A, unknown>
-) =>
-(input: unknown) => {
-  const expected = bySchema(input)
-  const hand = byHand(input)
-  const result = combined(input)
-  if (Either.isRight(expected)) {
-    expect(Either.isRight(result)).toBe(true)
-    if (Either.isRight(result)) expect(shape(result.right)).toEqual(shape(expected.right))
-    if (hand !== undefined) expect(shape(hand)).toEqual(shape(expected.right))
-  } else {
-    expect(hand).toBeUndefined()
-    expect(Either.isLeft(result)).toBe(true)
+/** The decoders and their Schemas, with valid encoded values and the keys to mutate. */
+const decoders = [
+  {
+    name: "decodeRequest",
+    byHand: Codec.decodeRequestByHand as (u: unknown) => unknown,
+    combined: Codec.decodeRequest as (u: unknown) => Either.Either<unknown, unknown>,
+    bySchema: decodeRequestBySchema as (u: unknown) => Either.Either<unknown, unknown>,
+    encoded: encodedRequests as fc.Arbitrary<unknown>,
+    keys: requestKeys
+  },
+  {
+    name: "decodeResponse",
+    byHand: Codec.decodeResponseByHand,
+    combined: Codec.decodeResponse,
+    bySchema: decodeResponseBySchema,
+    encoded: encodedResponses,
+    keys: responseKeys
   }
-}
-
-const checkRequest = sameDecode(Codec.decodeRequestByHand, Codec.decodeRequest, decodeRequestBySchema)
-const checkResponse = sameDecode(Codec.decodeResponseByHand, Codec.decodeResponse, decodeResponseBySchema)
+]
 
 describe("command codec (hand-written forms against their Schemas)", () => {
-  it("decodeRequest: a request the Schema encoded, sent as JSON, is decoded by hand to the Schema's value", () => {
-    fc.assert(
-      fc.property(encodedRequests, (encoded) => {
-        const input = json(encoded)
-        // (what JSON cannot carry, e.g. an infinite number, the Schema refuses too)
-        if (Either.isRight(decodeRequestBySchema(input))) expect(Codec.decodeRequestByHand(input)).toBeDefined()
-        checkRequest(input)
-      }),
-      { numRuns: 1000 }
-    )
-  })
+  for (const { byHand, bySchema, combined, encoded, keys, name } of decoders) {
+    /** The Schema's answer: the same value (by hand too, when it takes the input), or a failure. */
+    const check = (input: unknown) => {
+      const expected = bySchema(input)
+      const hand = byHand(input)
+      const result = combined(input)
+      if (Either.isRight(expected)) {
+        expect(Either.isRight(result)).toBe(true)
+        if (Either.isRight(result)) expect(shape(result.right)).toEqual(shape(expected.right))
+        if (hand !== undefined) expect(shape(hand)).toEqual(shape(expected.right))
+      } else {
+        expect(hand).toBeUndefined()
+        expect(Either.isLeft(result)).toBe(true)
+      }
+    }
 
-  it("decodeRequest: accepts, rejects and produces what the Schema does on mutated and arbitrary inputs", () => {
-    fc.assert(fc.property(mutate(encodedRequests.map(json), requestKeys), checkRequest), { numRuns: 3000 })
-    fc.assert(fc.property(fc.anything(), checkRequest), { numRuns: 1000 })
-  })
+    it(`${name}: what the Schema encoded, sent as JSON, is decoded by hand to the Schema's value`, () => {
+      fc.assert(
+        fc.property(encoded, (value) => {
+          const input = json(value)
+          // (what JSON cannot carry, e.g. an infinite number, the Schema refuses too)
+          if (Either.isRight(bySchema(input))) expect(byHand(input)).toBeDefined()
+          check(input)
+        }),
+        { numRuns: 1000 }
+      )
+    })
+
+    it(`${name}: accepts, rejects and produces what the Schema does on mutated and arbitrary inputs`, () => {
+      fc.assert(fc.property(mutate(encoded.map(json), keys), check), { numRuns: 3000 })
+      fc.assert(fc.property(fc.anything(), check), { numRuns: 1000 })
+    })
+  }
 
   it("encodeRequest: writes what the Schema writes, and fails where it fails", () => {
     fc.assert(
@@ -122,22 +136,6 @@ describe("command codec (hand-written forms against their Schemas)", () => {
     const empty = { payload: 1, metadata: { requestId: "" } }
     expect(Codec.encodeRequestByHand(empty)).toBeUndefined()
     expect(Either.isLeft(Codec.encodeRequest(empty))).toBe(true)
-  })
-
-  it("decodeResponse: a response the Schema encoded, sent as JSON, is decoded by hand to the Schema's value", () => {
-    fc.assert(
-      fc.property(encodedResponses, (encoded) => {
-        const input = json(encoded)
-        if (Either.isRight(decodeResponseBySchema(input))) expect(Codec.decodeResponseByHand(input)).toBeDefined()
-        checkResponse(input)
-      }),
-      { numRuns: 1000 }
-    )
-  })
-
-  it("decodeResponse: accepts, rejects and produces what the Schema does on mutated and arbitrary inputs", () => {
-    fc.assert(fc.property(mutate(encodedResponses.map(json), responseKeys), checkResponse), { numRuns: 3000 })
-    fc.assert(fc.property(fc.anything(), checkResponse), { numRuns: 1000 })
   })
 
   it("encodeResponse: writes what the Schema writes", () => {

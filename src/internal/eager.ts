@@ -8,6 +8,9 @@
  */
 import { Effect, Either, Exit } from "effect"
 
+/** Is `self` already done (an `Exit` or an `Either`)? */
+export const isDone = <A, E, R>(self: Effect.Effect<A, E, R>): boolean => Exit.isExit(self) || Either.isEither(self)
+
 /** The result of `self`, if it is already known. */
 export const done = <A, E, R>(self: Effect.Effect<A, E, R>): Exit.Exit<A, E> | undefined =>
   Exit.isExit(self)
@@ -21,9 +24,9 @@ export const flatMap = <A, E, R, B, E2, R2>(
   self: Effect.Effect<A, E, R>,
   f: (a: A) => Effect.Effect<B, E2, R2>
 ): Effect.Effect<B, E | E2, R | R2> => {
-  const exit = done(self)
-  if (exit === undefined) return Effect.flatMap(self, f)
-  return exit._tag === "Success" ? f(exit.value) : exit as Exit.Exit<never, E>
+  if (Either.isEither(self)) return self._tag === "Right" ? f(self.right as A) : self as Either.Either<never, E>
+  if (!Exit.isExit(self)) return Effect.flatMap(self, f)
+  return self._tag === "Success" ? f(self.value as A) : self as Exit.Exit<never, E>
 }
 
 /** `Effect.matchEffect`, applied at once when `self` is done. */
@@ -34,11 +37,13 @@ export const matchEffect = <A, E, R, B, E2, R2, C, E3, R3>(
     readonly onSuccess: (a: A) => Effect.Effect<C, E3, R3>
   }
 ): Effect.Effect<B | C, E2 | E3, R | R2 | R3> => {
-  const exit = done(self)
-  if (exit === undefined) return Effect.matchEffect(self, options)
-  if (exit._tag === "Success") return options.onSuccess(exit.value)
-  const failure = exit.cause._tag === "Fail" ? exit.cause : undefined
-  return failure === undefined ? exit as Exit.Exit<never, never> : options.onFailure(failure.error)
+  if (Either.isEither(self)) {
+    return self._tag === "Right" ? options.onSuccess(self.right as A) : options.onFailure(self.left as E)
+  }
+  if (!Exit.isExit(self)) return Effect.matchEffect(self, options)
+  if (self._tag === "Success") return options.onSuccess(self.value as A)
+  const cause = self.cause
+  return cause._tag === "Fail" ? options.onFailure(cause.error as E) : self as Exit.Exit<never, never>
 }
 
 /** `Effect.exit`, applied at once when `self` is done. */
