@@ -308,10 +308,7 @@ const failure = (
     ...(error.details !== undefined ? { details: error.details } : {})
   })
   if (error.details === undefined) return Either.left(serviceError)
-  return Eager.matchEffect(codecs.decodeFailure(error.details), {
-    onFailure: () => Either.left(serviceError),
-    onSuccess: (typed) => Either.left(typed)
-  })
+  return Eager.match(codecs.decodeFailure(error.details), () => Either.left(serviceError), (typed) => Either.left(typed))
 }
 
 /** The success (synchronously when the Schemas allow it: the usual case), or the failure. */
@@ -336,16 +333,95 @@ const decodeResponse = (
   }
   if (!response.right.success) return failure(subject, codecs, msg, response.right)
   const metadata = response.right.metadata
-  return Eager.matchEffect(codecs.decodeSuccess(response.right.result), {
-    onFailure: (cause) =>
+  return Eager.match(
+    codecs.decodeSuccess(response.right.result),
+    (cause) =>
       Either.left(malformed(
         subject,
         `the result from ${subject} does not match the success schema: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
         cause
       )),
-    onSuccess: (result) => Either.right({ result, metadata })
-  })
+    (result) => Either.right({ result, metadata })
+  )
 }
+
+/** One call of `execute` / `query`: what its steps read. */
+interface Call {
+  readonly nats: NatsClient["Type"]
+  readonly limits: Limits.Resolved
+  readonly subject: string
+  readonly codecs: Codecs
+  readonly aggregateId: string | undefined
+  readonly payload: unknown
+  readonly options: ExecuteOptions
+  readonly userId: string | undefined
+  readonly timeout: Duration.DurationInput
+  readonly retry: Schedule.Schedule<unknown, CommandTransportError> | undefined
+}
+
+interface Ids {
+  readonly requestId: string
+  readonly correlationId: string
+}
+
+/** The request's ids: given, or from the message being handled, or new. */
+const idsOf = (call: Call, context: FiberContext): Ids => {
+  const requestId = call.options.requestId ?? uuidv7(context.clock.unsafeCurrentTimeMillis())
+  return { requestId, correlationId: call.options.correlationId ?? context.causation?.correlationId ?? requestId }
+}
+
+const encodeError = (subject: string, cause: ParseResult.ParseError) =>
+  new CommandTransportError({
+    reason: "Encode",
+    subject,
+    message: `cannot encode the request for ${subject}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+    cause
+  })
+
+/** The request body: the payload through its Schema, in the envelope (`Command.request`). */
+const encode = (call: Call, context: FiberContext, ids: Ids): Effect.Effect<unknown, CommandTransportError, unknown> => {
+  const causationId = call.options.causationId ?? context.causation?.id
+  return Eager.match(
+    call.codecs.encodePayload(call.payload),
+    (cause) => Either.left(encodeError(call.subject, cause)),
+    (payload) =>
+      Either.mapLeft(
+        CommandCodec.encodeRequest({
+          ...(call.aggregateId !== undefined ? { aggregateId: call.aggregateId } : {}),
+          payload,
+          metadata: {
+            requestId: ids.requestId,
+            correlationId: ids.correlationId,
+            ...(causationId !== undefined ? { causationId } : {}),
+            ...(call.userId !== undefined ? { userId: call.userId } : {}),
+            timestamp: DateTime.unsafeMake(context.clock.unsafeCurrentTimeMillis())
+          }
+        }),
+        (cause) => encodeError(call.subject, cause)
+      )
+  )
+}
+
+/** The one request path: encode, send (with the current span's `traceparent`), decode the response. */
+const send = (call: Call, context: FiberContext, ids: Ids): Effect.Effect<Response<unknown>, unknown, unknown> =>
+  Eager.flatMap(encode(call, context, ids), (body) => {
+    // the current span (the CLIENT span when traced, else the caller's, if any) goes with the request
+    let h: MsgHdrs | undefined
+    const extra = call.options.headers
+    if (context.span !== undefined || extra !== undefined) {
+      h = natsHeaders()
+      if (context.span !== undefined) Tracing.inject(context.span, h)
+      if (extra !== undefined) for (const k in extra) h.set(k, extra[k]!)
+    }
+    const requested = call.nats.request(call.subject, textEncoder.encode(JSON.stringify(body)), {
+      timeout: call.timeout,
+      headers: h
+    }).pipe(Effect.mapError(transportError(call.subject)))
+    return Effect.flatMap(
+      call.retry === undefined ? requested : Effect.retry(requested, { schedule: call.retry, while: isRetryable }),
+      (msg) => decodeResponse(call.subject, call.codecs, msg, call.limits)
+    )
+  })
 
 /**
  * Build the client.
@@ -367,85 +443,35 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
       payload: Command.Payload<C>,
       callOptions: ExecuteOptions = {}
     ): Effect.Effect<Response<Command.Success<C>>, ExecuteError<C>, Command.Context<C>> => {
-      const codecs = codecsFor(command)
-      const subject = command.subject
-      const retry = callOptions.retry ?? options.retry
-      const timeout = callOptions.timeout ?? defaultTimeout
-      const encodeError = (cause: ParseResult.ParseError) =>
-        new CommandTransportError({
-          reason: "Encode",
-          subject,
-          message: `cannot encode the request for ${subject}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
-          cause
-        })
-
-      /** The request's ids: given, or from the message being handled, or new. */
-      const idsOf = (context: FiberContext) => {
-        const requestId = callOptions.requestId ?? uuidv7(context.clock.unsafeCurrentTimeMillis())
-        return { requestId, correlationId: callOptions.correlationId ?? context.causation?.correlationId ?? requestId }
+      const call: Call = {
+        nats,
+        limits,
+        subject: command.subject,
+        codecs: codecsFor(command),
+        aggregateId,
+        payload,
+        options: callOptions,
+        userId: callOptions.userId ?? options.userId,
+        timeout: callOptions.timeout ?? defaultTimeout,
+        retry: callOptions.retry ?? options.retry
       }
-
-      const send = (context: FiberContext, body: unknown) => {
-        // the current span (the CLIENT span when traced, else the caller's, if any) goes with the request
-        let h: MsgHdrs | undefined
-        if (context.span !== undefined || callOptions.headers !== undefined) {
-          h = natsHeaders()
-          if (context.span !== undefined) Tracing.inject(context.span, h)
-          if (callOptions.headers) for (const k in callOptions.headers) h.set(k, callOptions.headers[k]!)
-        }
-        const requested = nats.request(subject, textEncoder.encode(JSON.stringify(body)), { timeout, headers: h }).pipe(
-          Effect.mapError(transportError(subject))
-        )
-        return Effect.flatMap(
-          retry === undefined ? requested : Effect.retry(requested, { schedule: retry, while: isRetryable }),
-          (msg) => decodeResponse(subject, codecs, msg, limits)
-        )
-      }
-
-      /** The one request path: encode (payload through its Schema, then the envelope), send, decode the response. */
-      const call = (context: FiberContext, ids: { readonly requestId: string; readonly correlationId: string }) => {
-        const causationId = callOptions.causationId ?? context.causation?.id
-        const userId = callOptions.userId ?? options.userId
-        return Eager.flatMap(
-          Eager.matchEffect(codecs.encodePayload(payload), {
-            onFailure: (cause) => Either.left(encodeError(cause)),
-            onSuccess: (encoded) =>
-              Either.mapLeft(
-                CommandCodec.encodeRequest({
-                  ...(aggregateId !== undefined ? { aggregateId } : {}),
-                  payload: encoded,
-                  metadata: {
-                    requestId: ids.requestId,
-                    correlationId: ids.correlationId,
-                    ...(causationId !== undefined ? { causationId } : {}),
-                    ...(userId !== undefined ? { userId } : {}),
-                    timestamp: DateTime.unsafeMake(context.clock.unsafeCurrentTimeMillis())
-                  }
-                }),
-                encodeError
-              )
-          }),
-          (body) => send(context, body)
-        )
-      }
-
       return (tracing
         // in a CLIENT span: its ids as attributes, its traceparent with the request
         ? Effect.withSpan(
           Effect.flatMap(fiberContext, (context) => {
-            const ids = idsOf(context)
+            const ids = idsOf(call, context)
             return Effect.zipRight(
               Effect.annotateCurrentSpan({
                 [Tracing.Attributes.messageId]: ids.requestId,
                 [Tracing.Attributes.conversationId]: ids.correlationId
               }),
-              call(context, ids)
+              send(call, context, ids)
             )
           }),
-          `send ${subject}`,
-          codecs.span
+          `send ${call.subject}`,
+          call.codecs.span
         )
-        : Effect.flatMap(fiberContext, (context) => call(context, idsOf(context)))) as Effect.Effect<
+        : Effect.flatMap(fiberContext, (context) => send(call, context, idsOf(call, context)))) as Effect.Effect<
           Response<Command.Success<C>>,
           ExecuteError<C>,
           Command.Context<C>

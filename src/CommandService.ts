@@ -442,21 +442,21 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
       const started = process.hrtime.bigint()
       let request: Request | undefined
       let answered = false
-      const once = (outcome: CommandReply.Outcome) => {
-        answered = true
-        return answer(c, msg, outcome, started)
-      }
-      const outcome = Eager.matchEffect(c.decode(msg, clock.unsafeCurrentTimeMillis()), {
-        onFailure: (rejected) => Exit.succeed(rejected),
-        onSuccess: (decoded) => {
+      const outcome = Eager.match(
+        c.decode(msg, clock.unsafeCurrentTimeMillis()),
+        (rejected) => Exit.succeed(rejected),
+        (decoded) => {
           request = decoded.request
           return handle(c, decoded)
         }
+      )
+      const served = Eager.flatMap(outcome, (o) => {
+        answered = true
+        return answer(c, msg, o, started)
       })
-      const served = Eager.flatMap(outcome, once)
       return Eager.isDone(served)
         ? served
-        : Effect.onInterrupt(served, () => answered ? Effect.void : once(CommandReply.stopping(request)))
+        : Effect.onInterrupt(served, () => answered ? Effect.void : answer(c, msg, CommandReply.stopping(request), started))
     }
 
     /** {@link serve} in a SERVER span named after the subject, parented on the request's `traceparent` (else a new trace). */

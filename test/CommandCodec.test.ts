@@ -52,7 +52,8 @@ const mutate = (base: fc.Arbitrary<unknown>, keys: ReadonlyArray<string>) =>
         : Object.values(out).find((v): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v))
       if (target === undefined) continue
       if (what === "remove") delete target[key]
-      else target[key] = odd
+      // a copy: the constants are shared between runs, and a later edit may go into this one
+      else target[key] = structuredClone(odd)
     }
     return out
   })

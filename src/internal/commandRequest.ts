@@ -77,11 +77,12 @@ export const decoder = <R>(command: Command.Any, limits: Limits.Resolved): Decod
   const decodePayload = Codec.decoder(payloadSchema, { errors: "all" })
   const decodeWhole = Codec.decoder(Command.request(payloadSchema), { errors: "all" })
   const rejected = (json: unknown): Effect.Effect<never, Outcome, R> =>
-    Eager.matchEffect(decodeWhole(json), {
-      onFailure: (error) => Either.left(invalid(error)),
+    Eager.match(
+      decodeWhole(json),
+      (error) => Either.left(invalid(error)),
       // a Schema that accepts the whole but not its parts: refused all the same
-      onSuccess: () => Either.left(badRequest("invalid request"))
-    })
+      () => Either.left(badRequest("invalid request"))
+    )
   return (msg, nowMillis) => {
     const json = Json.parse(msg.data, limits.maxDepth, limits.maxBytes)
     if (Either.isLeft(json)) {
@@ -90,9 +91,10 @@ export const decoder = <R>(command: Command.Any, limits: Limits.Resolved): Decod
     }
     const envelope = decodeRequest(json.right)
     if (Either.isLeft(envelope)) return rejected(json.right)
-    return Eager.matchEffect(decodePayload(envelope.right.payload), {
-      onFailure: () => rejected(json.right),
-      onSuccess: (payload) => Either.right({ request: makeRequest(command, msg, nowMillis, envelope.right), payload })
-    })
+    return Eager.match(
+      decodePayload(envelope.right.payload),
+      () => rejected(json.right),
+      (payload) => Either.right({ request: makeRequest(command, msg, nowMillis, envelope.right), payload })
+    )
   }
 }

@@ -29,21 +29,22 @@ export const flatMap = <A, E, R, B, E2, R2>(
   return self._tag === "Success" ? f(self.value as A) : self as Exit.Exit<never, E>
 }
 
-/** `Effect.matchEffect`, applied at once when `self` is done. */
-export const matchEffect = <A, E, R, B, E2, R2, C, E3, R3>(
+/**
+ * `Effect.matchEffect`, applied at once when `self` is done. (The handlers
+ * are arguments, not an options object: on a request path they are closures
+ * made per request, and arrow functions in an object literal get a name
+ * assigned at creation under tsx's `keepNames`.)
+ */
+export const match = <A, E, R, B, E2, R2, C, E3, R3>(
   self: Effect.Effect<A, E, R>,
-  options: {
-    readonly onFailure: (e: E) => Effect.Effect<B, E2, R2>
-    readonly onSuccess: (a: A) => Effect.Effect<C, E3, R3>
-  }
+  onFailure: (e: E) => Effect.Effect<B, E2, R2>,
+  onSuccess: (a: A) => Effect.Effect<C, E3, R3>
 ): Effect.Effect<B | C, E2 | E3, R | R2 | R3> => {
-  if (Either.isEither(self)) {
-    return self._tag === "Right" ? options.onSuccess(self.right as A) : options.onFailure(self.left as E)
-  }
-  if (!Exit.isExit(self)) return Effect.matchEffect(self, options)
-  if (self._tag === "Success") return options.onSuccess(self.value as A)
+  if (Either.isEither(self)) return self._tag === "Right" ? onSuccess(self.right as A) : onFailure(self.left as E)
+  if (!Exit.isExit(self)) return Effect.matchEffect(self, { onFailure, onSuccess })
+  if (self._tag === "Success") return onSuccess(self.value as A)
   const cause = self.cause
-  return cause._tag === "Fail" ? options.onFailure(cause.error as E) : self as Exit.Exit<never, never>
+  return cause._tag === "Fail" ? onFailure(cause.error as E) : self as Exit.Exit<never, never>
 }
 
 /** `Effect.exit`, applied at once when `self` is done. */
