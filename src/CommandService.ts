@@ -325,11 +325,14 @@ const handle = <R>(c: Compiled<R>, { payload, request }: CommandRequest.Decoded)
       Envelope.withCausation({ id: request.id, correlationId: request.correlationId })
     )
   }
-  return Eager.flatMap(Eager.exit(encoded), (exit): Effect.Effect<CommandReply.Outcome, never, R> => {
-    if (exit._tag === "Success") return Exit.succeed({ request, result: exit.value })
-    const failed = CommandReply.failed(c.failures, request, exit.cause)
-    return Effect.isEffect(failed) ? Effect.flatMap(failed, logged) : logged(failed)
-  })
+  return Eager.matchCause(
+    encoded,
+    (cause): Effect.Effect<CommandReply.Outcome, never, R> => {
+      const failed = CommandReply.failed(c.failures, request, cause)
+      return Effect.isEffect(failed) ? Effect.flatMap(failed, logged) : logged(failed)
+    },
+    (result) => Exit.succeed({ request, result })
+  )
 }
 
 /**

@@ -113,12 +113,10 @@ const textEncoder = new TextEncoder()
 
 const body = (outcome: Outcome, error: ErrorBody | undefined, nowMillis: number, durationMs: number): string => {
   const request = outcome.request
-  const metadata = {
-    ...(request !== undefined ? { requestId: request.id } : {}),
-    correlationId: request?.correlationId ?? "",
-    timestamp: DateTime.unsafeMake(nowMillis),
-    durationMs
-  }
+  const timestamp = DateTime.unsafeMake(nowMillis)
+  const metadata = request !== undefined
+    ? { requestId: request.id, correlationId: request.correlationId, timestamp, durationMs }
+    : { correlationId: "", timestamp, durationMs }
   return JSON.stringify(encodeResponse(
     error === undefined ? { success: true, result: outcome.result, metadata } : { success: false, error, metadata }
   ))

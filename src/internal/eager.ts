@@ -6,18 +6,10 @@
  *
  * @internal
  */
-import { Effect, Either, Exit } from "effect"
+import { Cause, Effect, Either, Exit } from "effect"
 
 /** Is `self` already done (an `Exit` or an `Either`)? */
 export const isDone = <A, E, R>(self: Effect.Effect<A, E, R>): boolean => Exit.isExit(self) || Either.isEither(self)
-
-/** The result of `self`, if it is already known. */
-export const done = <A, E, R>(self: Effect.Effect<A, E, R>): Exit.Exit<A, E> | undefined =>
-  Exit.isExit(self)
-    ? self as Exit.Exit<A, E>
-    : Either.isEither(self)
-    ? (self._tag === "Right" ? Exit.succeed(self.right as A) : Exit.fail(self.left as E))
-    : undefined
 
 /** `Effect.flatMap`, applied at once when `self` is done. */
 export const flatMap = <A, E, R, B, E2, R2>(
@@ -47,8 +39,13 @@ export const match = <A, E, R, B, E2, R2, C, E3, R3>(
   return cause._tag === "Fail" ? onFailure(cause.error as E) : self as Exit.Exit<never, never>
 }
 
-/** `Effect.exit`, applied at once when `self` is done. */
-export const exit = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<Exit.Exit<A, E>, never, R> => {
-  const result = done(self)
-  return result === undefined ? Effect.exit(self) : Exit.succeed(result)
+/** `Effect.matchCauseEffect`, applied at once when `self` is done (the handlers are arguments, as for {@link match}). */
+export const matchCause = <A, E, R, B, E2, R2, C, E3, R3>(
+  self: Effect.Effect<A, E, R>,
+  onFailure: (cause: Cause.Cause<E>) => Effect.Effect<B, E2, R2>,
+  onSuccess: (a: A) => Effect.Effect<C, E3, R3>
+): Effect.Effect<B | C, E2 | E3, R | R2 | R3> => {
+  if (Either.isEither(self)) return self._tag === "Right" ? onSuccess(self.right as A) : onFailure(Cause.fail(self.left as E))
+  if (!Exit.isExit(self)) return Effect.matchCauseEffect(self, { onFailure, onSuccess })
+  return self._tag === "Success" ? onSuccess(self.value as A) : onFailure(self.cause as Cause.Cause<E>)
 }
