@@ -11,7 +11,10 @@
  * share its correlation id, a SERVER span named after the subject and
  * parented on the caller's `traceparent`), then encode the success or the
  * typed failure. A defect becomes a `500` whose details are logged, never
- * sent.
+ * sent. One path does this for every request (decoding in
+ * `internal/commandRequest.ts`, the answer and statistics in
+ * `internal/commandReply.ts`); the SERVER span, when a tracer records (decided
+ * when the service is built, see `Tracing.isRecording`), is a wrapper around it.
  *
  * Statistics follow the Go and JS micro libraries: per endpoint
  * `num_requests`, `num_errors` (every error response: typed failures, 400,
