@@ -470,7 +470,10 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
       Effect.withSpan(
         Effect.tap(Effect.suspend(() => serve(c, msg)), (served) => Effect.annotateCurrentSpan(spanAttributes(served))),
         c.command.subject,
-        { ...c.span, ...Option.match(Tracing.extract(msg.headers), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) }) }
+        {
+          ...c.span,
+          ...Option.match(Tracing.extract(msg.headers), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) })
+        }
       )
 
     /** Serve a request from the subscription callback: at once, in it, up to what waits (which the stop then waits for). */
@@ -483,7 +486,8 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
 
     /** What threw out of a request's handling in the subscription callback: answered `500`, logged, counted. */
     const escaped = (c: Compiled<R>, msg: Msg, defect: unknown): void => {
-      const sent = CommandReply.send(c.endpoint, msg, { error: CommandReply.internalError }, process.hrtime.bigint(), Date.now())
+      const outcome = { error: CommandReply.internalError }
+      const sent = CommandReply.send(c.endpoint, msg, outcome, process.hrtime.bigint(), clock.unsafeCurrentTimeMillis())
       if (sent.log !== undefined) background(sent.log)
       background(
         Effect.logError(`CommandService ${options.name}: request on ${c.command.subject} failed outside its handler`, Cause.die(defect))

@@ -59,7 +59,9 @@ const mutate = (base: fc.Arbitrary<unknown>, keys: ReadonlyArray<string>) =>
   })
 
 const requestKeys = ["aggregateId", "payload", "metadata", "requestId", "correlationId", "causationId", "userId", "timestamp", "extra"]
-const responseKeys = ["success", "result", "error", "metadata", "requestId", "correlationId", "timestamp", "durationMs", "code", "message", "details", "extra"]
+const responseKeys = [
+  "success", "result", "error", "metadata", "requestId", "correlationId", "timestamp", "durationMs", "code", "message", "details", "extra"
+]
 
 const requests = Arbitrary.make(Codec.RequestEnvelope)
 const responses = Arbitrary.make(Command.Response)
