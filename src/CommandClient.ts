@@ -2,49 +2,51 @@
  * The typed client of command services: `execute` a command or run a
  * `query` and get the decoded success, or one of the command's typed
  * failures decoded back to the same class, or a transport error. Plus
- * micro-protocol discovery (`ping` / `info` / `stats`) and a core-NATS
- * `subscribe` for the events the services publish.
+ * micro-protocol discovery (`ping` / `info` / `stats`, see
+ * `internal/discovery.ts`) and a core-NATS `subscribe` for the events the
+ * services publish (`internal/eventSubscriber.ts`).
  *
  * Each call is a CLIENT span `send <subject>` whose `traceparent` goes with
- * the request; correlation and causation default to the message being
- * handled (`Envelope.current`), so a command sent from a handler continues
- * its flow.
+ * the request, when a tracer records (decided when the client is built: the
+ * rule of `Tracing.isRecording`); correlation and causation default to the
+ * message being handled (`Envelope.current`), so a command sent from a
+ * handler continues its flow.
  *
  * @since 0.1.0
  */
-import { createInbox, Empty, headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core"
+import { headers as natsHeaders, type Msg, type MsgHdrs } from "@nats-io/nats-core"
 import {
   Context,
   Data,
   DateTime,
-  Deferred,
   Duration,
   Effect,
   Either,
   Layer,
   Option,
   ParseResult,
-  Queue,
   Schedule,
   Schema,
-  type Scope,
-  type Tracer
+  type Scope
 } from "effect"
-import * as Command from "./Command.js"
-import * as Envelope from "./Envelope.js"
+import type * as Command from "./Command.js"
+import type * as Envelope from "./Envelope.js"
 import type * as Event from "./Event.js"
 import * as Codec from "./internal/codec.js"
+import * as CommandCodec from "./internal/commandCodec.js"
+import { discover } from "./internal/discovery.js"
+import * as Eager from "./internal/eager.js"
+import { subscribe } from "./internal/eventSubscriber.js"
 import { type FiberContext, fiberContext } from "./internal/fiberContext.js"
-import * as micro from "./internal/micro.js"
-import { uuidv7 } from "./internal/uuid.js"
 import * as Json from "./internal/json.js"
-import { isRecord, parseUtc } from "./internal/wire.js"
+import * as micro from "./internal/micro.js"
+import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
+import { uuidv7 } from "./internal/uuid.js"
 import * as Limits from "./Limits.js"
 import { NatsClient } from "./NatsClient.js"
-import * as NatsError from "./NatsError.js"
-import * as Subject from "./Subject.js"
+import type * as NatsError from "./NatsError.js"
+import type * as Subject from "./Subject.js"
 import * as Tracing from "./Tracing.js"
-
 /**
  * The request did not get a usable answer: it timed out, nobody serves the
  * subject, the request failed on the connection, the payload did not encode
@@ -231,67 +233,30 @@ export class CommandClient extends Context.Tag("effect-nats/CommandClient")<Comm
 }>() {}
 
 interface Codecs {
-  readonly encodeRequest: Codec.Codec<unknown, unknown>
   readonly encodePayload: Codec.Codec<unknown, unknown>
   readonly decodeSuccess: Codec.Codec<unknown, unknown>
-  readonly decodeFailure: (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError, unknown>
-  readonly span: { readonly kind: "client"; readonly captureStackTrace: false; readonly attributes: Record<string, unknown> }
+  readonly decodeFailure: Codec.Codec<unknown, unknown>
+  readonly span: MessagingSpan
 }
 
 const codecCache = new WeakMap<Command.Any, Codecs>()
 
+/** A definition's codecs, compiled once. */
 const codecsFor = (command: Command.Any): Codecs => {
   let codecs = codecCache.get(command)
   if (codecs === undefined) {
     codecs = {
-      encodeRequest: Codec.encoder(Command.request(command.payload) as Schema.Schema<unknown, unknown, unknown>),
       encodePayload: Codec.encoder(command.payload as Schema.Schema<unknown, unknown, unknown>),
       decodeSuccess: Codec.decoder(command.success as Schema.Schema<unknown, unknown, unknown>),
-      decodeFailure: Schema.decodeUnknown(command.failure as Schema.Schema.Any),
-      span: {
-        kind: "client",
-        captureStackTrace: false,
-        attributes: {
-          [Tracing.Attributes.system]: "nats",
-          [Tracing.Attributes.destination]: command.subject,
-          [Tracing.Attributes.operationType]: "send",
-          [Tracing.Attributes.operationName]: "send"
-        }
-      }
+      decodeFailure: Codec.decoder(command.failure as Schema.Schema<unknown, unknown, unknown>),
+      span: messagingSpan("client", "send", command.subject)
     }
     codecCache.set(command, codecs)
   }
   return codecs
 }
 
-const decodeResponseBody = Schema.decodeUnknownEither(Schema.parseJson(Command.Response))
 const textEncoder = new TextEncoder()
-const textDecoder = new TextDecoder()
-
-/**
- * A success response as `Command.Response` decodes it, checked by hand (it is
- * every answer but errors); `undefined` for anything else, which the Schema
- * then decodes (or rejects, and says why).
- */
-const successNow = (msg: Msg): typeof Command.Response.Type | undefined => {
-  let json: unknown
-  try {
-    json = JSON.parse(textDecoder.decode(msg.data))
-  } catch {
-    return undefined
-  }
-  if (!isRecord(json) || json["success"] !== true || json["error"] !== undefined || !isRecord(json["metadata"])) return undefined
-  const { correlationId, durationMs, requestId, timestamp } = json["metadata"]
-  if (typeof correlationId !== "string" || typeof durationMs !== "number") return undefined
-  if (requestId !== undefined && typeof requestId !== "string") return undefined
-  const at = parseUtc(timestamp)
-  if (at === undefined) return undefined
-  return {
-    success: true,
-    ...("result" in json ? { result: json["result"] } : {}),
-    metadata: { ...(requestId !== undefined ? { requestId } : {}), correlationId, timestamp: at, durationMs }
-  }
-}
 
 const transportError = (subject: string) => (e: NatsError.NatsError): CommandTransportError =>
   new CommandTransportError({
@@ -307,83 +272,156 @@ const decodePubAck = Schema.decodeUnknownOption(PubAck)
 /** A stream whose subjects include the command subject acks the request before the service can answer. */
 const isPubAck = (msg: Msg): string | undefined => Option.getOrUndefined(Option.map(decodePubAck(msg.string()), (a) => a.stream))
 
-/** The service error from the micro headers, for answers that are not our JSON. */
-const fromHeaders = (subject: string, msg: Msg): Option.Option<CommandServiceError> => {
+const malformed = (subject: string, message: string, cause: unknown) =>
+  new CommandTransportError({ reason: "MalformedResponse", subject, message, cause })
+
+/** An answer that is not a response: the micro error headers of a service that is not ours, a PubAck, or garbage. */
+const notAResponse = (subject: string, msg: Msg, why: string, cause: unknown): CommandServiceError | CommandTransportError => {
   const code = msg.headers?.get(micro.ErrorCodeHeader) ?? ""
-  return code === "" ? Option.none() : Option.some(
-    new CommandServiceError({ subject, code, message: msg.headers?.get(micro.ErrorHeader) ?? "" })
+  if (code !== "") return new CommandServiceError({ subject, code, message: msg.headers?.get(micro.ErrorHeader) ?? "" })
+  const pubAck = isPubAck(msg)
+  return malformed(
+    subject,
+    pubAck === undefined
+      ? `malformed response from ${subject}: ${why}`
+      : `JetStream stream ${pubAck} captured the request on ${subject} and answered first: ` +
+        `keep command and query subjects out of stream subjects`,
+    cause
   )
 }
 
-const malformedResult = (subject: string) => (cause: ParseResult.ParseError) =>
-  new CommandTransportError({
-    reason: "MalformedResponse",
+/** The error of a failed response: the typed failure its details decode to, else a service error. */
+const failure = (
+  subject: string,
+  codecs: Codecs,
+  msg: Msg,
+  response: CommandCodec.Response
+): Effect.Effect<never, unknown, unknown> => {
+  const error = response.error ?? {
+    code: msg.headers?.get(micro.ErrorCodeHeader) ?? "",
+    message: msg.headers?.get(micro.ErrorHeader) ?? ""
+  }
+  const serviceError = new CommandServiceError({
     subject,
-    message: `the result from ${subject} does not match the success schema: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
-    cause
+    code: error.code,
+    message: error.message,
+    ...(error.details !== undefined ? { details: error.details } : {})
   })
+  if (error.details === undefined) return Either.left(serviceError)
+  return Eager.match(codecs.decodeFailure(error.details), () => Either.left(serviceError), (typed) => Either.left(typed))
+}
 
 /** The success (synchronously when the Schemas allow it: the usual case), or the failure. */
 const decodeResponse = (
-  command: Command.Any,
+  subject: string,
   codecs: Codecs,
   msg: Msg,
   limits: Limits.Resolved
 ): Effect.Effect<Response<unknown>, unknown, unknown> => {
   // over the limits: refused before anything parses or walks it
-  const refused = Json.exceeds(msg.data, limits.maxDepth, limits.maxBytes)
-  if (refused !== undefined) {
+  const json = Json.parse(msg.data, limits.maxDepth, limits.maxBytes)
+  if (Either.isLeft(json)) {
     return Either.left(
-      new CommandTransportError({
-        reason: "MalformedResponse",
-        subject: command.subject,
-        message: `response from ${command.subject} refused: ${refused.message}`,
-        cause: refused
-      })
+      json.left.reason === "InvalidJson"
+        ? notAResponse(subject, msg, json.left.message, json.left)
+        : malformed(subject, `response from ${subject} refused: ${json.left.message}`, json.left)
     )
   }
-  const fast = successNow(msg)
-  const body = fast !== undefined ? Either.right(fast) : decodeResponseBody(msg.string())
-  if (Either.isRight(body) && body.right.success) {
-    const metadata = body.right.metadata
-    const result = codecs.decodeSuccess(body.right.result)
-    const done = Codec.sync(result)
-    if (done !== undefined) {
-      return Either.isRight(done) ? Either.right({ result: done.right, metadata }) : Either.left(malformedResult(command.subject)(done.left))
-    }
-    return Effect.mapBoth(result, { onFailure: malformedResult(command.subject), onSuccess: (result) => ({ result, metadata }) })
+  const response = CommandCodec.decodeResponse(json.right)
+  if (Either.isLeft(response)) {
+    return Either.left(notAResponse(subject, msg, ParseResult.TreeFormatter.formatErrorSync(response.left), response.left))
   }
-  return Effect.gen(function*() {
-    const subject = command.subject
-    if (Either.isLeft(body)) {
-      const fromHeader = fromHeaders(subject, msg)
-      if (Option.isSome(fromHeader)) return yield* fromHeader.value
-      const pubAck = isPubAck(msg)
-      return yield* new CommandTransportError({
-        reason: "MalformedResponse",
+  if (!response.right.success) return failure(subject, codecs, msg, response.right)
+  const metadata = response.right.metadata
+  return Eager.match(
+    codecs.decodeSuccess(response.right.result),
+    (cause) =>
+      Either.left(malformed(
         subject,
-        message: pubAck === undefined
-          ? `malformed response from ${subject}: ${ParseResult.TreeFormatter.formatErrorSync(body.left)}`
-          : `JetStream stream ${pubAck} captured the request on ${subject} and answered first: ` +
-            `keep command and query subjects out of stream subjects`,
-        cause: body.left
-      })
-    }
-    const response = body.right
-    const error = response.error ?? {
-      code: msg.headers?.get(micro.ErrorCodeHeader) ?? "",
-      message: msg.headers?.get(micro.ErrorHeader) ?? ""
-    }
-    const typed = error.details === undefined ? Option.none() : yield* Effect.option(codecs.decodeFailure(error.details))
-    if (Option.isSome(typed)) return yield* Effect.fail(typed.value)
-    return yield* new CommandServiceError({
-      subject,
-      code: error.code,
-      message: error.message,
-      ...(error.details !== undefined ? { details: error.details } : {})
-    })
-  })
+        `the result from ${subject} does not match the success schema: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+        cause
+      )),
+    (result) => Either.right({ result, metadata })
+  )
 }
+
+/** One call of `execute` / `query`: what its steps read. */
+interface Call {
+  readonly nats: NatsClient["Type"]
+  readonly limits: Limits.Resolved
+  readonly subject: string
+  readonly codecs: Codecs
+  readonly aggregateId: string | undefined
+  readonly payload: unknown
+  readonly options: ExecuteOptions
+  readonly userId: string | undefined
+  readonly timeout: Duration.DurationInput
+  readonly retry: Schedule.Schedule<unknown, CommandTransportError> | undefined
+}
+
+interface Ids {
+  readonly requestId: string
+  readonly correlationId: string
+}
+
+/** The request's ids: given, or from the message being handled, or new. */
+const idsOf = (call: Call, context: FiberContext): Ids => {
+  const requestId = call.options.requestId ?? uuidv7(context.clock.unsafeCurrentTimeMillis())
+  return { requestId, correlationId: call.options.correlationId ?? context.causation?.correlationId ?? requestId }
+}
+
+const encodeError = (subject: string, cause: ParseResult.ParseError) =>
+  new CommandTransportError({
+    reason: "Encode",
+    subject,
+    message: `cannot encode the request for ${subject}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+    cause
+  })
+
+/** The request body: the payload through its Schema, in the envelope (`Command.request`). */
+const encode = (call: Call, context: FiberContext, ids: Ids): Effect.Effect<unknown, CommandTransportError, unknown> => {
+  const causationId = call.options.causationId ?? context.causation?.id
+  return Eager.match(
+    call.codecs.encodePayload(call.payload),
+    (cause) => Either.left(encodeError(call.subject, cause)),
+    (payload) =>
+      Either.mapLeft(
+        CommandCodec.encodeRequest({
+          ...(call.aggregateId !== undefined ? { aggregateId: call.aggregateId } : {}),
+          payload,
+          metadata: {
+            requestId: ids.requestId,
+            correlationId: ids.correlationId,
+            ...(causationId !== undefined ? { causationId } : {}),
+            ...(call.userId !== undefined ? { userId: call.userId } : {}),
+            timestamp: DateTime.unsafeMake(context.clock.unsafeCurrentTimeMillis())
+          }
+        }),
+        (cause) => encodeError(call.subject, cause)
+      )
+  )
+}
+
+/** The one request path: encode, send (with the current span's `traceparent`), decode the response. */
+const send = (call: Call, context: FiberContext, ids: Ids): Effect.Effect<Response<unknown>, unknown, unknown> =>
+  Eager.flatMap(encode(call, context, ids), (body) => {
+    // the current span (the CLIENT span when traced, else the caller's, if any) goes with the request
+    let h: MsgHdrs | undefined
+    const extra = call.options.headers
+    if (context.span !== undefined || extra !== undefined) {
+      h = natsHeaders()
+      if (context.span !== undefined) Tracing.inject(context.span, h)
+      if (extra !== undefined) for (const k in extra) h.set(k, extra[k]!)
+    }
+    const requested = call.nats.request(call.subject, textEncoder.encode(JSON.stringify(body)), {
+      timeout: call.timeout,
+      headers: h
+    }).pipe(Effect.mapError(transportError(call.subject)))
+    return Effect.flatMap(
+      call.retry === undefined ? requested : Effect.retry(requested, { schedule: call.retry, while: isRetryable }),
+      (msg) => decodeResponse(call.subject, call.codecs, msg, call.limits)
+    )
+  })
 
 /**
  * Build the client.
@@ -394,9 +432,10 @@ const decodeResponse = (
 export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"], never, NatsClient> =>
   Effect.gen(function*() {
     const nats = yield* NatsClient
-    const nc = nats.connection
-    const limits = Limits.resolve(yield* Limits.Limits, nc.info?.max_payload)
+    const limits = Limits.resolve(yield* Limits.Limits, nats.connection.info?.max_payload)
     const defaultTimeout = Duration.decode(options.timeout ?? "5 seconds")
+    // read once: CLIENT spans or not, for the client's lifetime (see `Tracing.isRecording`)
+    const tracing = yield* Tracing.isRecording
 
     const executeWithMetadata = <C extends Command.Any>(
       command: C,
@@ -404,86 +443,39 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
       payload: Command.Payload<C>,
       callOptions: ExecuteOptions = {}
     ): Effect.Effect<Response<Command.Success<C>>, ExecuteError<C>, Command.Context<C>> => {
-      const codecs = codecsFor(command)
-      const subject = command.subject
-      const retry = callOptions.retry ?? options.retry
-      const timeout = callOptions.timeout ?? defaultTimeout
-      const encodeError = (cause: ParseResult.ParseError) =>
-        new CommandTransportError({
-          reason: "Encode",
-          subject,
-          message: `cannot encode the request for ${subject}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
-          cause
-        })
-      const program = (context: FiberContext, span: Tracer.Span | undefined) => {
-        const now = context.clock.unsafeCurrentTimeMillis()
-        const requestId = callOptions.requestId ?? uuidv7(now)
-        const correlationId = callOptions.correlationId ?? context.causation?.correlationId ?? requestId
-        const causationId = callOptions.causationId ?? context.causation?.id
-        const userId = callOptions.userId ?? options.userId
-        // `span`: the CLIENT span when a tracer records (see below), else the caller's, if any
-        const send = (encoded: unknown) => {
-          let h: MsgHdrs | undefined
-          if (span !== undefined || callOptions.headers !== undefined) {
-            h = natsHeaders()
-            if (span !== undefined) Tracing.inject(span, h)
-            if (callOptions.headers) for (const k in callOptions.headers) h.set(k, callOptions.headers[k]!)
-          }
-          const data = textEncoder.encode(JSON.stringify(encoded))
-          const requested = nats.request(subject, data, { timeout, headers: h }).pipe(Effect.mapError(transportError(subject)))
-          const response = Effect.flatMap(
-            retry === undefined ? requested : Effect.retry(requested, { schedule: retry, while: isRetryable }),
-            (msg) => decodeResponse(command, codecs, msg, limits)
-          )
-          return context.recording
-            ? Effect.zipRight(
-              Effect.annotateCurrentSpan({
-                [Tracing.Attributes.messageId]: requestId,
-                [Tracing.Attributes.conversationId]: correlationId
-              }),
-              response
-            )
-            : response
-        }
-        // the usual case: only the payload goes through its Schema, the envelope is written as `Command.request` encodes it
-        const encodedPayload = requestId === "" || correlationId === "" ? undefined : Codec.sync(codecs.encodePayload(payload))
-        if (encodedPayload !== undefined && Either.isRight(encodedPayload)) {
-          return send({
-            ...(aggregateId !== undefined ? { aggregateId } : {}),
-            payload: encodedPayload.right,
-            metadata: {
-              requestId,
-              correlationId,
-              ...(causationId !== undefined ? { causationId } : {}),
-              ...(userId !== undefined ? { userId } : {}),
-              timestamp: new Date(now).toISOString()
-            }
-          })
-        }
-        const encoded = codecs.encodeRequest({
-          ...(aggregateId !== undefined ? { aggregateId } : {}),
-          payload,
-          metadata: {
-            requestId,
-            correlationId,
-            ...(causationId !== undefined ? { causationId } : {}),
-            ...(userId !== undefined ? { userId } : {}),
-            timestamp: DateTime.unsafeMake(now)
-          }
-        })
-        const done = Codec.sync(encoded)
-        if (done === undefined) return Effect.flatMap(Effect.mapError(encoded, encodeError), send)
-        return Either.isRight(done) ? send(done.right) : Effect.fail(encodeError(done.left))
+      const call: Call = {
+        nats,
+        limits,
+        subject: command.subject,
+        codecs: codecsFor(command),
+        aggregateId,
+        payload,
+        options: callOptions,
+        userId: callOptions.userId ?? options.userId,
+        timeout: callOptions.timeout ?? defaultTimeout,
+        retry: callOptions.retry ?? options.retry
       }
-      // a CLIENT span only when a tracer records it
-      return Effect.flatMap(fiberContext, (context) =>
-        context.recording
-          ? Effect.withSpan(
-            Effect.flatMap(fiberContext, (inner) => program(context, inner.span)),
-            `send ${subject}`,
-            codecs.span
-          )
-          : program(context, context.span)) as Effect.Effect<Response<Command.Success<C>>, ExecuteError<C>, Command.Context<C>>
+      return (tracing
+        // in a CLIENT span: its ids as attributes, its traceparent with the request
+        ? Effect.withSpan(
+          Effect.flatMap(fiberContext, (context) => {
+            const ids = idsOf(call, context)
+            return Effect.zipRight(
+              Effect.annotateCurrentSpan({
+                [Tracing.Attributes.messageId]: ids.requestId,
+                [Tracing.Attributes.conversationId]: ids.correlationId
+              }),
+              send(call, context, ids)
+            )
+          }),
+          `send ${call.subject}`,
+          call.codecs.span
+        )
+        : Effect.flatMap(fiberContext, (context) => send(call, context, idsOf(call, context)))) as Effect.Effect<
+          Response<Command.Success<C>>,
+          ExecuteError<C>,
+          Command.Context<C>
+        >
     }
 
     const execute = <C extends Command.Any>(
@@ -493,137 +485,14 @@ export const make = (options: Options = {}): Effect.Effect<CommandClient["Type"]
       callOptions?: ExecuteOptions
     ) => Effect.map(executeWithMetadata(command, aggregateId, payload, callOptions), (r) => r.result)
 
-    const subscribe = <A, I, RS, E, R>(
-      event: Event.Event<string, A, I, RS>,
-      handle: (envelope: Envelope.Envelope<A>) => Effect.Effect<void, E, R>,
-      subscribeOptions: { readonly queue?: string | undefined } = {}
-    ): Effect.Effect<void, NatsError.NatsError, Scope.Scope | RS | R> =>
-      Effect.gen(function*() {
-        const decode = Codec.decoder(Schema.parseJson(event.envelope), { errors: "all" })
-        const recording = yield* Tracing.isRecording
-        const queue = yield* Effect.acquireRelease(Queue.unbounded<Msg>(), Queue.shutdown)
-        yield* Effect.acquireRelease(
-          Effect.try({
-            try: () =>
-              nc.subscribe(event.subject, {
-                ...(subscribeOptions.queue !== undefined ? { queue: subscribeOptions.queue } : {}),
-                callback: (err, msg) => {
-                  if (err === null) Queue.unsafeOffer(queue, msg)
-                }
-              }),
-            catch: NatsError.fromCause("CommandClient.subscribe", event.subject, nats.servers)
-          }),
-          (sub) => Effect.sync(() => sub.unsubscribe()).pipe(Effect.ignore)
-        )
-        const attributes = {
-          [Tracing.Attributes.system]: "nats",
-          [Tracing.Attributes.destination]: event.subject,
-          [Tracing.Attributes.operationType]: "process",
-          [Tracing.Attributes.operationName]: "process"
-        }
-        const one = (msg: Msg) => {
-          const refused = Json.exceeds(msg.data, limits.maxDepth, limits.maxBytes)
-          if (refused !== undefined) {
-            return Effect.logWarning(`CommandClient.subscribe: a message on ${msg.subject} is refused: ${refused.message}`)
-          }
-          const handled = decode(msg.string()).pipe(
-            Effect.matchEffect({
-              onFailure: (e) =>
-                Effect.logWarning(
-                  `CommandClient.subscribe: a message on ${msg.subject} does not decode: ${
-                    ParseResult.TreeFormatter.formatErrorSync(e)
-                  }`
-                ),
-              onSuccess: (envelope) =>
-                handle(envelope).pipe(
-                  Envelope.withCausation({
-                    id: envelope.id,
-                    correlationId: envelope.correlationId,
-                    tenantId: envelope.tenantId
-                  }),
-                  Effect.catchAllCause((cause) =>
-                    Effect.logError(`CommandClient.subscribe: the handler of ${envelope.type} failed`, cause)
-                  )
-                )
-            })
-          )
-          // a CONSUMER span only when a tracer records it
-          return recording
-            ? Effect.withSpan(handled, `process ${msg.subject}`, {
-              kind: "consumer",
-              captureStackTrace: false,
-              attributes,
-              ...Option.match(Tracing.extract(msg.headers), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) })
-            })
-            : handled
-        }
-        // whatever one message does (a defect included), the subscriber goes on with the next
-        yield* Queue.take(queue).pipe(
-          Effect.flatMap((msg) =>
-            Effect.catchAllCause(
-              Effect.suspend(() => one(msg)),
-              (cause) => Effect.logError(`CommandClient.subscribe: a message on ${msg.subject} failed`, cause)
-            )
-          ),
-          Effect.forever,
-          Effect.forkScoped
-        )
-        yield* nats.flush
-      })
-
-    const discover = <A, I>(verb: micro.Verb, schema: Schema.Schema<A, I>, discovery: DiscoveryOptions = {}) =>
-      Effect.gen(function*() {
-        const service = discovery.service === undefined ? undefined : yield* Subject.token(discovery.service)
-        const id = discovery.id === undefined || service === undefined ? undefined : yield* Subject.token(discovery.id)
-        const subject = micro.controlSubject(verb, service, id)
-        const max = discovery.maxResponses ?? Number.POSITIVE_INFINITY
-        const received: Array<Msg> = []
-        const enough = yield* Deferred.make<void>()
-        const inbox = createInbox()
-        yield* Effect.acquireRelease(
-          Effect.try({
-            try: () =>
-              nc.subscribe(inbox, {
-                callback: (err, msg) => {
-                  // an empty message is the server's "no responders" status
-                  if (err !== null || msg.data.length === 0) return
-                  received.push(msg)
-                  if (received.length >= max) Deferred.unsafeDone(enough, Effect.void)
-                }
-              }),
-            catch: NatsError.fromCause(`CommandClient.${verb.toLowerCase()}`, inbox, nats.servers)
-          }),
-          (sub) => Effect.sync(() => sub.unsubscribe()).pipe(Effect.ignore)
-        )
-        yield* nats.publish(subject, Empty, { reply: inbox })
-        yield* Effect.race(Deferred.await(enough), Effect.sleep(discovery.window ?? "500 millis"))
-        const decode = Schema.decodeUnknownEither(Schema.parseJson(schema))
-        const out: Array<A> = []
-        for (const msg of received.slice(0, max)) {
-          const refused = Json.exceeds(msg.data, limits.maxDepth, limits.maxBytes)
-          if (refused !== undefined) {
-            yield* Effect.logWarning(`CommandClient: ignoring a ${verb} response: ${refused.message}`)
-            continue
-          }
-          const decoded = decode(msg.string())
-          if (Either.isRight(decoded)) out.push(decoded.right)
-          else {
-            yield* Effect.logWarning(
-              `CommandClient: ignoring a malformed ${verb} response: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`
-            )
-          }
-        }
-        return out as ReadonlyArray<A>
-      }).pipe(Effect.scoped)
-
     return CommandClient.of({
       execute,
       query: execute,
       executeWithMetadata,
-      subscribe,
-      ping: (o) => discover("PING", micro.PingResponse, o),
-      info: (o) => discover("INFO", micro.InfoResponse, o),
-      stats: (o) => discover("STATS", micro.StatsResponse, o)
+      subscribe: (event, handle, subscribeOptions = {}) => subscribe(nats, limits, event, handle, subscribeOptions),
+      ping: (o) => discover(nats, limits, "PING", micro.PingResponse, o),
+      info: (o) => discover(nats, limits, "INFO", micro.InfoResponse, o),
+      stats: (o) => discover(nats, limits, "STATS", micro.StatsResponse, o)
     })
   })
 

@@ -11,7 +11,10 @@
  * share its correlation id, a SERVER span named after the subject and
  * parented on the caller's `traceparent`), then encode the success or the
  * typed failure. A defect becomes a `500` whose details are logged, never
- * sent.
+ * sent. One path does this for every request (decoding in
+ * `internal/commandRequest.ts`, the answer and statistics in
+ * `internal/commandReply.ts`); the SERVER span, when a tracer records (decided
+ * when the service is built, see `Tracing.isRecording`), is a wrapper around it.
  *
  * Statistics follow the Go and JS micro libraries: per endpoint
  * `num_requests`, `num_errors` (every error response: typed failures, 400,
@@ -24,35 +27,32 @@
  *
  * @since 0.1.0
  */
-import { headers as natsHeaders, type Msg, nuid, type Subscription } from "@nats-io/nats-core"
+import { type Msg, nuid, type Subscription } from "@nats-io/nats-core"
 import {
   Cause,
   Clock,
   Context,
-  DateTime,
+  type DateTime,
   Duration,
   Effect,
-  Either,
   Exit,
   FiberRef,
-  FiberRefs,
   FiberSet,
   Layer,
   Option,
-  ParseResult,
   Runtime,
   Schema,
   type Scope
 } from "effect"
-import * as Command from "./Command.js"
+import type * as Command from "./Command.js"
 import * as Envelope from "./Envelope.js"
-import * as Causation from "./internal/causation.js"
 import * as Codec from "./internal/codec.js"
-import * as Json from "./internal/json.js"
+import * as CommandReply from "./internal/commandReply.js"
+import * as CommandRequest from "./internal/commandRequest.js"
+import * as Eager from "./internal/eager.js"
 import { locallyWith } from "./internal/fiberRef.js"
-import { isRecord, parseUtc } from "./internal/wire.js"
 import * as micro from "./internal/micro.js"
-import { uuidv7 } from "./internal/uuid.js"
+import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
 import * as Limits from "./Limits.js"
 import { NatsClient } from "./NatsClient.js"
 import * as NatsError from "./NatsError.js"
@@ -245,79 +245,17 @@ export type StatsResponse = micro.StatsResponse
  */
 export const ErrorHeaders = { message: micro.ErrorHeader, code: micro.ErrorCodeHeader } as const
 
-interface Outcome {
-  readonly request?: Request
-  readonly result?: unknown
-  readonly error?: { readonly code: string; readonly message: string; readonly details?: unknown }
-}
-
-interface DecodedRequest {
-  readonly aggregateId?: string | undefined
-  readonly payload: unknown
-  readonly metadata?: typeof Command.RequestMetadata.Type | undefined
-}
-
 interface Compiled<R> {
   readonly command: Command.Any
   readonly endpoint: micro.Endpoint
-  readonly decodeRequest: Codec.Codec<DecodedRequest, R>
-  readonly decodePayload: Codec.Codec<unknown, R>
+  readonly decode: CommandRequest.Decoder<R>
   readonly encodeSuccess: Codec.Codec<unknown, R>
-  readonly encodeFailure: Codec.Codec<unknown, R>
-  readonly isFailure: (u: unknown) => boolean
+  readonly failures: CommandReply.Failures<R>
   readonly handle: (payload: unknown, request: Request) => Effect.Effect<unknown, unknown, R>
-  readonly span: { readonly kind: "server"; readonly captureStackTrace: false; readonly attributes: Record<string, unknown> }
-  readonly limits: Limits.Resolved
+  readonly span: MessagingSpan
 }
 
-const textEncoder = new TextEncoder()
-
-const headerSafe = (s: string): string => {
-  // eslint-disable-next-line no-control-regex
-  const line = s.replace(/[\u0000-\u001f\u007f]+/g, " ").trim()
-  return line.length > 512 ? line.slice(0, 511) + "…" : line || "error"
-}
-
-const badRequest = (message: string, details?: unknown): Outcome => ({
-  error: { code: Command.ErrorCodes.badRequest, message, ...(details !== undefined ? { details } : {}) }
-})
-
-const internalError: Outcome = { error: { code: Command.ErrorCodes.internal, message: "internal error" } }
-
-/** The answer to a request whose handler was interrupted (the service stopping). */
-const stopping = (request?: Request): Outcome => ({
-  ...(request !== undefined ? { request } : {}),
-  error: { code: Command.ErrorCodes.unavailable, message: "service stopping" }
-})
-
-const issuesOf = (error: ParseResult.ParseError) =>
-  ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
-    path: issue.path.map((p) => typeof p === "symbol" ? String(p) : p),
-    message: issue.message
-  }))
-
-const describeIssues = (issues: ReadonlyArray<{ readonly path: ReadonlyArray<string | number>; readonly message: string }>) =>
-  issues.map((i) => `${i.path.length > 0 ? i.path.join(".") : "(root)"}: ${i.message}`).join("; ")
-
-const unsubscribe = (s: Subscription): void => {
-  try {
-    if (!s.isClosed()) s.unsubscribe()
-  } catch {
-    // the connection is already closed
-  }
-}
-
-const headerRecord = (msg: Msg): Record<string, string> => {
-  const out: Record<string, string> = {}
-  if (msg.headers) for (const [k, v] of msg.headers) out[k] = v[0] ?? ""
-  return out
-}
-
-const compile = <R>(
-  h: Handler<R>,
-  queueGroup: string,
-  limits: Limits.Resolved
-): Compiled<R> => {
+const compile = <R>(h: Handler<R>, queueGroup: string, limits: Limits.Resolved): Compiled<R> => {
   const command = h.command
   const isFailure = Schema.is(Schema.typeSchema(command.failure as Schema.Schema.Any))
   return {
@@ -327,256 +265,77 @@ const compile = <R>(
       aggregate: command.aggregate,
       command: command.name
     }),
-    decodeRequest: Codec.decoder(Command.request(command.payload), { errors: "all" }) as Compiled<R>["decodeRequest"],
-    decodePayload: Codec.decoder(command.payload as Schema.Schema<unknown, unknown, unknown>, { errors: "all" }) as Compiled<R>["decodePayload"],
-    encodeSuccess: Codec.encoder(command.success as Schema.Schema<unknown, unknown, unknown>) as Compiled<R>["encodeSuccess"],
-    encodeFailure: Codec.encoder(command.failure as Schema.Schema<unknown, unknown, unknown>) as Compiled<R>["encodeFailure"],
-    isFailure: (u) => isFailure(u),
+    decode: CommandRequest.decoder(command, limits),
+    encodeSuccess: Codec.encoder(command.success as Schema.Schema<unknown, unknown, R>),
+    failures: {
+      subject: command.subject,
+      isFailure: (u) => isFailure(u),
+      encodeFailure: Codec.encoder(command.failure as Schema.Schema<unknown, unknown, R>)
+    },
     handle: h.handle,
-    limits,
-    span: {
-      kind: "server",
-      captureStackTrace: false,
-      attributes: {
-        [Tracing.Attributes.system]: "nats",
-        [Tracing.Attributes.destination]: command.subject,
-        [Tracing.Attributes.operationType]: "process",
-        [Tracing.Attributes.operationName]: "process",
-        [Tracing.Attributes.consumerGroup]: queueGroup
-      }
-    }
+    span: messagingSpan("server", "process", command.subject, { [Tracing.Attributes.consumerGroup]: queueGroup })
   }
 }
 
-/** An optional string field: absent, or a string (at least `min` long). */
-const optionalString = (u: unknown, min: number): boolean => u === undefined || (typeof u === "string" && u.length >= min)
-
-/**
- * The request metadata as `Command.RequestMetadata` decodes it, checked by
- * hand (it is on every request); `undefined` when it does not check, and the
- * Schema then says why.
- */
-const metadataNow = (u: unknown): typeof Command.RequestMetadata.Type | undefined => {
-  if (!isRecord(u)) return undefined
-  const { causationId, correlationId, requestId, timestamp, userId } = u
-  if (
-    !optionalString(requestId, 1) || !optionalString(correlationId, 1) || !optionalString(causationId, 0) ||
-    !optionalString(userId, 0)
-  ) return undefined
-  const at = timestamp === undefined ? undefined : parseUtc(timestamp)
-  if (timestamp !== undefined && at === undefined) return undefined
-  const out: { -readonly [K in keyof typeof Command.RequestMetadata.Type]: typeof Command.RequestMetadata.Type[K] } = {}
-  if (requestId !== undefined) out.requestId = requestId as string
-  if (correlationId !== undefined) out.correlationId = correlationId as string
-  if (causationId !== undefined) out.causationId = causationId as string
-  if (userId !== undefined) out.userId = userId as string
-  if (at !== undefined) out.timestamp = at
-  return out
+/** What serving a request came to: the SERVER span's attributes. */
+interface Served {
+  readonly request: Request | undefined
+  readonly lastError: string | undefined
 }
 
-/**
- * The request body (parsed JSON), decoded without running an Effect when the
- * Schemas allow it: the body or the `400`, or `undefined` when only the
- * effectful decoder can tell (a Schema with an async step or a service).
- * The envelope (`aggregateId`, `metadata`) is checked by hand and only the
- * payload goes through its Schema; anything unusual takes the full
- * `Command.request` Schema, which names the invalid fields.
- */
-const decodeNow = <R>(c: Compiled<R>, json: unknown): Either.Either<DecodedRequest, Outcome> | undefined => {
-  if (isRecord(json) && "payload" in json && optionalString(json["aggregateId"], 0)) {
-    const meta = json["metadata"] === undefined ? undefined : metadataNow(json["metadata"])
-    if (json["metadata"] === undefined || meta !== undefined) {
-      const payload = Codec.sync(c.decodePayload(json["payload"]))
-      if (payload !== undefined && Either.isRight(payload)) {
-        const aggregateId = json["aggregateId"] as string | undefined
-        return Either.right({
-          ...(aggregateId !== undefined ? { aggregateId } : {}),
-          payload: payload.right,
-          ...(meta !== undefined ? { metadata: meta } : {})
-        })
-      }
-    }
+const spanAttributes = (served: Served): Record<string, unknown> => {
+  const attributes: Record<string, unknown> = {}
+  if (served.request !== undefined) {
+    attributes[Tracing.Attributes.messageId] = served.request.id
+    attributes[Tracing.Attributes.conversationId] = served.request.correlationId
   }
-  const done = Codec.sync(c.decodeRequest(json))
-  return done === undefined ? undefined : Either.mapLeft(done, invalid)
+  if (served.lastError !== undefined) attributes["error.type"] = served.lastError
+  return attributes
 }
 
-const invalid = (error: ParseResult.ParseError): Outcome => {
-  const issues = issuesOf(error)
-  return badRequest(`invalid request: ${describeIssues(issues)}`, { issues })
-}
-
-/** The JSON of a request, or its `400` (invalid JSON, or over the limits: checked before parsing). */
-const parseBody = <R>(c: Compiled<R>, msg: Msg): Either.Either<unknown, Outcome> => {
-  const parsed = Json.parse(msg.data, c.limits.maxDepth, c.limits.maxBytes)
-  if (Either.isRight(parsed)) return Either.right(parsed.right)
-  const { message, reason } = parsed.left
-  return Either.left(
-    reason === "InvalidJson" ? badRequest(message) : badRequest(`request refused: ${message}`, { reason })
-  )
-}
-
-/**
- * Run one request: decode, handle, encode. Never fails: every problem is an
- * error outcome (400 / 500 / 503 / the typed failure's code). Decoding and
- * encoding are synchronous when the Schemas allow it (the usual case).
- */
-const handleRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number, tracing: boolean): Effect.Effect<Outcome, never, R> => {
-  const json = parseBody(c, msg)
-  if (Either.isLeft(json)) return Effect.succeed(json.left)
-  const done = decodeNow(c, json.right)
-  if (done === undefined) {
-    return Effect.flatMap(
-      Effect.either(c.decodeRequest(json.right)),
-      (body) => Either.isLeft(body) ? Effect.succeed(invalid(body.left)) : handleDecoded(c, msg, nowMillis, tracing, body.right)
-    )
-  }
-  return Either.isLeft(done) ? Effect.succeed(done.left) : handleDecoded(c, msg, nowMillis, tracing, done.right)
-}
-
-/** The request a handler sees. */
-const makeRequest = <R>(c: Compiled<R>, msg: Msg, nowMillis: number, body: DecodedRequest): Request => {
-  const meta = body.metadata
-  const id = meta?.requestId ?? uuidv7(nowMillis)
-  return {
-    id,
-    subject: msg.subject,
-    kind: c.command.kind,
-    service: c.command.service,
-    aggregate: c.command.aggregate,
-    command: c.command.name,
-    aggregateId: body.aggregateId,
-    correlationId: meta?.correlationId ?? id,
-    causationId: meta?.causationId,
-    userId: meta?.userId,
-    timestamp: meta?.timestamp ?? DateTime.unsafeMake(nowMillis),
-    headers: headerRecord(msg)
-  }
-}
-
-const handleDecoded = <R>(
-  c: Compiled<R>,
-  msg: Msg,
-  nowMillis: number,
-  tracing: boolean,
-  body: DecodedRequest
-): Effect.Effect<Outcome, never, R> => {
-  const request = makeRequest(c, msg, nowMillis, body)
-  const id = request.id
-  const handled = c.handle(body.payload, request).pipe(
-    Effect.flatMap(c.encodeSuccess),
-    // Effect.provideService(RequestContext, request), in fewer steps
-    (self) => locallyWith(self, FiberRef.currentContext, (context) => Context.add(context, RequestContext, request)),
-    Envelope.withCausation({ id, correlationId: request.correlationId }),
-    Effect.exit,
-    Effect.flatMap((exit): Effect.Effect<Outcome, never, R> =>
-      exit._tag === "Success" ? Effect.succeed({ request, result: exit.value }) : failed(c, request, exit.cause)
-    )
-  )
-  return tracing
-    ? Effect.zipRight(
-      Effect.annotateCurrentSpan({
-        [Tracing.Attributes.messageId]: id,
-        [Tracing.Attributes.conversationId]: request.correlationId
-      }),
-      handled
-    )
-    : handled
-}
-
-/** An outcome, and what to log about it (a 500's details). */
-interface Failed {
-  readonly outcome: Outcome
-  readonly log?: Effect.Effect<void> | undefined
-}
-
-const typedFailure = <R>(
-  c: Compiled<R>,
-  request: Request,
-  error: Command.Failure & { readonly message?: unknown },
-  details: Either.Either<unknown, ParseResult.ParseError>
-): Failed => {
-  if (Either.isLeft(details)) {
-    return {
-      outcome: { request, ...internalError },
-      log: Effect.logError(`CommandService: cannot encode the failure of ${c.command.subject}`, details.left)
-    }
-  }
-  const message = typeof error.message === "string" && error.message.length > 0 ? error.message : error._tag
-  return { outcome: { request, error: { code: String(error.code), message, details: details.right } } }
-}
-
-/**
- * The outcome of a handler that failed: its typed failure, 503 when
- * interrupted, else 500 (logged). An Effect only when the failure Schema
- * needs the effectful encoder.
- */
-const failedWith = <R>(c: Compiled<R>, request: Request, cause: Cause.Cause<unknown>): Failed | Effect.Effect<Failed, never, R> => {
-  const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure) && c.isFailure(failure.value)) {
-    const error = failure.value as Command.Failure & { readonly message?: unknown }
-    const encoded = c.encodeFailure(error)
-    const details = Codec.sync(encoded)
-    return details === undefined
-      ? Effect.map(Effect.either(encoded), (d) => typedFailure(c, request, error, d))
-      : typedFailure(c, request, error, details)
-  }
-  if (Cause.isInterruptedOnly(cause)) {
-    return { outcome: stopping(request) }
-  }
-  return {
-    outcome: { request, ...internalError },
-    log: Effect.logError(`CommandService: ${c.command.subject} failed unexpectedly`, cause).pipe(
-      Effect.annotateLogs({ requestId: request.id, correlationId: request.correlationId })
-    )
-  }
-}
-
-const logged = (f: Failed): Effect.Effect<Outcome> => f.log === undefined ? Effect.succeed(f.outcome) : Effect.as(f.log, f.outcome)
-
-/** {@link failedWith} as an Effect that logs. */
-const failed = <R>(c: Compiled<R>, request: Request, cause: Cause.Cause<unknown>): Effect.Effect<Outcome, never, R> => {
-  const f = failedWith(c, request, cause)
-  return Effect.isEffect(f) ? Effect.flatMap(f, logged) : logged(f)
-}
-
-const respond = (
-  endpoint: micro.Endpoint,
-  msg: Msg,
-  outcome: Outcome,
-  started: bigint,
-  nowMillis: number
-): { readonly lastError: string | undefined; readonly encodeError: unknown } => {
-  const nanos = process.hrtime.bigint() - started
-  let error = outcome.error
-  const metadata = {
-    requestId: outcome.request?.id,
-    correlationId: outcome.request?.correlationId ?? "",
-    timestamp: new Date(nowMillis).toISOString(),
-    durationMs: Number(nanos) / 1e6
-  }
-  let payload: string
-  let encodeError: unknown
+const unsubscribe = (s: Subscription): void => {
   try {
-    payload = JSON.stringify(
-      error === undefined ? { success: true, result: outcome.result, metadata } : { success: false, error, metadata }
+    if (!s.isClosed()) s.unsubscribe()
+  } catch {
+    // the connection is already closed
+  }
+}
+
+/** An outcome after its log (a 500's details), if any. */
+const logged = (f: CommandReply.Failed): Effect.Effect<CommandReply.Outcome> =>
+  f.log === undefined ? Exit.succeed(f.outcome) : Effect.as(f.log, f.outcome)
+
+/**
+ * Run the handler with the request in its context (`RequestContext`, and
+ * `Envelope.current` so that what it publishes is caused by the request):
+ * its encoded success, or the outcome of its failure. A handler that answers
+ * without running anything (`Effect.succeed`, `Effect.fail`) is answered at
+ * once.
+ */
+const handle = <R>(c: Compiled<R>, { payload, request }: CommandRequest.Decoded): Effect.Effect<CommandReply.Outcome, never, R> => {
+  let handling: Effect.Effect<unknown, unknown, R>
+  try {
+    handling = c.handle(payload, request)
+  } catch (defect) {
+    // a handler that throws instead of returning an Effect: a defect, like one thrown inside it
+    handling = Exit.die(defect)
+  }
+  let encoded = Eager.flatMap(handling, c.encodeSuccess)
+  if (!Eager.isDone(encoded)) {
+    encoded = encoded.pipe(
+      // Effect.provideService(RequestContext, request), in fewer steps
+      (self) => locallyWith(self, FiberRef.currentContext, (context) => Context.add(context, RequestContext, request)),
+      Envelope.withCausation({ id: request.id, correlationId: request.correlationId })
     )
-  } catch (e) {
-    // an encoded value that is not JSON (a bigint, a cycle): a 500, logged by the caller
-    encodeError = e
-    error = internalError.error
-    payload = JSON.stringify({ success: false, error, metadata })
   }
-  let h: ReturnType<typeof natsHeaders> | undefined
-  if (error !== undefined) {
-    h = natsHeaders()
-    h.set(micro.ErrorHeader, headerSafe(error.message))
-    h.set(micro.ErrorCodeHeader, headerSafe(error.code))
-  }
-  const lastError = error === undefined ? undefined : `${error.code}:${headerSafe(error.message)}`
-  endpoint.record(nanos, lastError)
-  if (msg.reply) msg.respond(textEncoder.encode(payload), h ? { headers: h } : undefined)
-  return { lastError, encodeError }
+  return Eager.matchCause(
+    encoded,
+    (cause): Effect.Effect<CommandReply.Outcome, never, R> => {
+      const failed = CommandReply.failed(c.failures, request, cause)
+      return Effect.isEffect(failed) ? Effect.flatMap(failed, logged) : logged(failed)
+    },
+    (result) => Exit.succeed({ request, result })
+  )
 }
 
 /**
@@ -636,14 +395,19 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
       started: new Date(yield* Clock.currentTimeMillis).toISOString(),
       endpoints: compiled.map((c) => c.endpoint)
     }
-    const runtime = yield* Effect.runtime<never>()
+    // read once: the requests run in this service's runtime, traced or not for its lifetime (see `Tracing.isRecording`)
+    const runtime = yield* Effect.runtime<R>()
+    const clock = yield* Clock.clockWith(Effect.succeed)
+    const tracing = yield* Tracing.isRecording
+    /** Log from outside a request's fiber. */
+    const background = (log: Effect.Effect<void>): void => {
+      Runtime.runFork(runtime)(log)
+    }
     const logSubscriptionError = (subject: string, error: Error) =>
-      Runtime.runFork(runtime)(Effect.logError(`CommandService ${options.name}: subscription error on ${subject}`, error))
+      background(Effect.logError(`CommandService ${options.name}: subscription error on ${subject}`, error))
 
     // finalizers run in reverse: endpoints drain, in-flight requests finish, discovery stops, leftovers are interrupted
     const fibers = yield* FiberSet.make<unknown, never>()
-    const run = yield* FiberSet.runtime(fibers)<R>()
-    const handlerRuntime = yield* Effect.runtime<R>()
 
     yield* Effect.acquireRelease(
       Effect.try({
@@ -667,144 +431,64 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
       )
     )
 
-    // read once: the requests run in this service's runtime
-    const clock = yield* Clock.clockWith(Effect.succeed)
-    const tracing = yield* Tracing.isRecording
-
-    /** Send the answer; what went wrong sending it is returned as a log, for the caller to run where it runs. */
-    const answer = (
-      c: Compiled<R>,
-      msg: Msg,
-      outcome: Outcome,
-      started: bigint
-    ): { readonly lastError: string | undefined; readonly log: Effect.Effect<void> | undefined } => {
-      try {
-        const sent = respond(c.endpoint, msg, outcome, started, clock.unsafeCurrentTimeMillis())
-        return {
-          lastError: sent.lastError,
-          log: sent.encodeError === undefined
-            ? undefined
-            : Effect.logError(`CommandService: the response of ${c.command.subject} is not JSON`, sent.encodeError)
-        }
-      } catch (e) {
-        return {
-          lastError: undefined,
-          log: Effect.logWarning(`CommandService: cannot respond on ${c.command.subject}`, new Cause.UnknownException(e))
-        }
-      }
-    }
-
-    const serve = (c: Compiled<R>, msg: Msg): Effect.Effect<void, never, R> =>
-      Effect.suspend(() => {
-        const started = process.hrtime.bigint()
-        const reply = (outcome: Outcome): Effect.Effect<void> => {
-          const sent = answer(c, msg, outcome, started)
-          const annotate = tracing && sent.lastError !== undefined
-            ? Effect.annotateCurrentSpan("error.type", sent.lastError)
-            : Effect.void
-          return sent.log === undefined ? annotate : Effect.zipRight(annotate, sent.log)
-        }
-        const served = handleRequest(c, msg, clock.unsafeCurrentTimeMillis(), tracing).pipe(
-          Effect.onInterrupt(() => reply(stopping())),
-          Effect.flatMap(reply)
-        )
-        // a SERVER span only when a tracer records it
-        return tracing
-          ? Effect.withSpan(served, c.command.subject, {
-            ...c.span,
-            // without a traceparent, a new trace (not a child of whatever span started the service)
-            ...Option.match(Tracing.extract(msg.headers), {
-              onNone: () => ({ root: true }),
-              onSome: (parent) => ({ parent })
-            })
-          })
-          : served
-      })
-
-    /** Log from outside a request's fiber (the answer is already sent). */
-    const background = (log: Effect.Effect<void>): void => {
-      Runtime.runFork(runtime)(log)
-    }
-
-    const replyNow = (c: Compiled<R>, msg: Msg, outcome: Outcome, started: bigint): void => {
-      const sent = answer(c, msg, outcome, started)
-      if (sent.log !== undefined) background(sent.log)
+    /** Answer once, and count it. */
+    const answer = (c: Compiled<R>, msg: Msg, outcome: CommandReply.Outcome, started: bigint): Effect.Effect<Served> => {
+      const sent = CommandReply.send(c.endpoint, msg, outcome, started, clock.unsafeCurrentTimeMillis())
+      const served: Served = { request: outcome.request, lastError: sent.lastError }
+      return sent.log === undefined ? Exit.succeed(served) : Effect.as(sent.log, served)
     }
 
     /**
-     * `serve` without a tracer recording, in fewer steps (it runs once per
-     * request): the request is decoded and answered by plain functions, and
-     * only the handler runs in a fiber, forked with `RequestContext` in its
-     * context and the request as `Envelope.current` (so nothing needs
-     * restoring after it), and answered when that fiber ends (a `503` if it
-     * was interrupted). A handler that returns its outcome directly
-     * (`Effect.succeed`, `Effect.fail`) needs no fiber. Requests whose
-     * Schemas need effects take `serve`.
+     * The one request path: decode, handle, answer. It stays plain function
+     * calls while nothing waits (`internal/eager.ts`); what waits (a handler's
+     * I/O, an effectful Schema) runs in a fiber, interrupted by the stop and
+     * then answered `503`.
      */
-    const serveNow = (c: Compiled<R>, msg: Msg): void => {
+    const serve = (c: Compiled<R>, msg: Msg): Effect.Effect<Served, never, R> => {
       const started = process.hrtime.bigint()
-      const json = parseBody(c, msg)
-      if (Either.isLeft(json)) return replyNow(c, msg, json.left, started)
-      const body = decodeNow(c, json.right)
-      if (body === undefined) {
-        run(serve(c, msg))
-        return
-      }
-      if (Either.isLeft(body)) return replyNow(c, msg, body.left, started)
-      const request = makeRequest(c, msg, clock.unsafeCurrentTimeMillis(), body.right)
-      /** Answer with the handler's encoded success, or its failure. */
-      const handled = (exit: Exit.Exit<unknown, unknown>): void => {
-        if (exit._tag === "Success") return replyNow(c, msg, { request, result: exit.value }, started)
-        const f = failedWith(c, request, exit.cause)
-        if (Effect.isEffect(f)) {
-          run(Effect.flatMap(f, (f) => Effect.map(logged(f), (outcome) => replyNow(c, msg, outcome, started))))
-          return
+      let request: Request | undefined
+      let answered = false
+      const outcome = Eager.match(
+        c.decode(msg, clock.unsafeCurrentTimeMillis()),
+        (rejected) => Exit.succeed(rejected),
+        (decoded) => {
+          request = decoded.request
+          return handle(c, decoded)
         }
-        replyNow(c, msg, f.outcome, started)
-        if (f.log !== undefined) background(f.log)
-      }
-      let handling: Effect.Effect<unknown, unknown, R>
-      try {
-        handling = c.handle(body.right.payload, request)
-      } catch (defect) {
-        // a handler that throws instead of returning an Effect: a defect, like one thrown inside it
-        return handled(Exit.die(defect))
-      }
-      // a handler that answered without running anything (`Effect.succeed`, `Effect.fail`): nothing to run a fiber for
-      if (Exit.isExit(handling)) {
-        if (handling._tag === "Failure") return handled(handling)
-        const encoded = Codec.sync(c.encodeSuccess(handling.value))
-        if (encoded !== undefined) {
-          return handled(Either.isRight(encoded) ? Exit.succeed(encoded.right) : Exit.fail(encoded.left))
+      )
+      const served = Eager.flatMap(outcome, (o) => {
+        answered = true
+        return answer(c, msg, o, started)
+      })
+      return Eager.isDone(served)
+        ? served
+        : Effect.onInterrupt(served, () => answered ? Effect.void : answer(c, msg, CommandReply.stopping(request), started))
+    }
+
+    /** {@link serve} in a SERVER span named after the subject, parented on the request's `traceparent` (else a new trace). */
+    const traced = (c: Compiled<R>, msg: Msg): Effect.Effect<Served, never, R> =>
+      Effect.withSpan(
+        Effect.tap(Effect.suspend(() => serve(c, msg)), (served) => Effect.annotateCurrentSpan(spanAttributes(served))),
+        c.command.subject,
+        {
+          ...c.span,
+          ...Option.match(Tracing.extract(msg.headers), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) })
         }
-      }
-      const causation = Causation.handling({ id: request.id, correlationId: request.correlationId })
-      const fiber = Runtime.runFork(
-        Runtime.make({
-          context: Context.add(handlerRuntime.context, RequestContext, request),
-          fiberRefs: handlerRuntime.fiberRefs,
-          runtimeFlags: handlerRuntime.runtimeFlags
-        }),
-        Effect.exit(Effect.flatMap(handling, c.encodeSuccess)),
-        { updateRefs: (refs, fiberId) => FiberRefs.updateAs(refs, { fiberId, fiberRef: Envelope.current, value: causation }) }
       )
-      fiber.addObserver((exit: Exit.Exit<Exit.Exit<unknown, unknown>>) =>
-        // a failure here is an interruption (the service stopping)
-        exit._tag === "Success"
-          ? handled(exit.value)
-          : replyNow(c, msg, stopping(request), started)
-      )
-      // still running (it waits for I/O): the stop waits for it
+
+    /** Serve a request from the subscription callback: at once, in it, up to what waits (which the stop then waits for). */
+    const start = (c: Compiled<R>, msg: Msg): void => {
+      const served = tracing ? traced(c, msg) : serve(c, msg)
+      if (Eager.isDone(served)) return
+      const fiber = Runtime.runFork(runtime)(served, { immediate: true })
       if (fiber.unsafePoll() === null) FiberSet.unsafeAdd(fibers, fiber)
     }
 
     /** What threw out of a request's handling in the subscription callback: answered `500`, logged, counted. */
     const escaped = (c: Compiled<R>, msg: Msg, defect: unknown): void => {
-      try {
-        replyNow(c, msg, internalError, process.hrtime.bigint())
-      } catch {
-        // the answer cannot be sent either: the log below says why
-      }
+      const outcome = { error: CommandReply.internalError }
+      const sent = CommandReply.send(c.endpoint, msg, outcome, process.hrtime.bigint(), clock.unsafeCurrentTimeMillis())
+      if (sent.log !== undefined) background(sent.log)
       background(
         Effect.logError(`CommandService ${options.name}: request on ${c.command.subject} failed outside its handler`, Cause.die(defect))
       )
@@ -819,14 +503,12 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
               queue: queueGroup,
               callback: (err, msg) => {
                 if (err !== null) {
-                  c.endpoint.fail(`500:${headerSafe(err.message)}`)
+                  c.endpoint.fail(`500:${CommandReply.headerSafe(err.message)}`)
                   logSubscriptionError(c.command.subject, err)
                   return
                 }
-                // run at once, in this callback: a request that needs no I/O is answered before nats.js reads on
                 try {
-                  if (tracing) run(serve(c, msg), { immediate: true })
-                  else serveNow(c, msg)
+                  start(c, msg)
                 } catch (defect) {
                   // nothing may escape into nats.js: a throw here would end the connection's reader
                   escaped(c, msg, defect)

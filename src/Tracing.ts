@@ -85,8 +85,10 @@ export const extract = (headers: MsgHdrs | undefined): Option.Option<Tracer.Exte
  * nothing.
  *
  * **The rule, everywhere**: a service or consumer reads this once, when it is
- * built (`Publisher.make` / `layer`, `Consumer.make`, `CommandService`), and
- * keeps one path for its lifetime. So the tracer must be installed where the
+ * built (`Publisher.make` / `layer`, `Consumer.make`, `CommandService.make` /
+ * `layer`, `CommandClient.make` / `layer`; `CommandClient.subscribe` when it
+ * subscribes), and keeps one path for its lifetime, the spans a wrapper
+ * around it. So the tracer must be installed where the
  * toolkit's layers are built: provide the tracing layer to them
  * (`MyLayers.pipe(Layer.provide(TracingLive))`, or `Effect.provide(TracingLive)`
  * outside them), not beside them (`Layer.merge(MyLayers, TracingLive)` builds

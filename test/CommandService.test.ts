@@ -584,14 +584,20 @@ describe("CommandService + CommandClient", () => {
     it.scoped("spans: CLIENT `send <subject>` and a SERVER span parented on it through traceparent", () =>
       Effect.gen(function*() {
         const { spans, tracer } = yield* capturingTracer
+        // both decide when built (Tracing.isRecording): built with the tracer, they trace every request
         yield* CommandService.make({ name: "billing", version: "1.0.0", commands: [issue] }).pipe(Effect.withTracer(tracer))
-        const client = yield* CommandClient.CommandClient
+        const client = yield* CommandClient.make().pipe(Effect.withTracer(tracer))
         yield* client.execute(IssueInvoice, "inv-t", { amount: 1, currency: "EUR" }, { correlationId: "flow-t" }).pipe(
           Effect.withTracer(tracer)
         )
         yield* Effect.flip(client.execute(IssueInvoice, "missing", { amount: 1, currency: "EUR" })).pipe(Effect.withTracer(tracer))
-        yield* eventually(Effect.sync(() => spans.filter((s) => s.kind === "server" && s.status._tag === "Ended").length === 2))
-        const [send, sendFailed] = spans.filter((s) => s.name === `send ${IssueInvoice.subject}`)
+        // a client built without a recording tracer creates no span, whatever the tracer of the call
+        const untraced = yield* CommandClient.CommandClient
+        yield* untraced.execute(IssueInvoice, "inv-u", { amount: 1, currency: "EUR" }).pipe(Effect.withTracer(tracer))
+        yield* eventually(Effect.sync(() => spans.filter((s) => s.kind === "server" && s.status._tag === "Ended").length === 3))
+        const sends = spans.filter((s) => s.name === `send ${IssueInvoice.subject}`)
+        expect(sends).toHaveLength(2)
+        const [send, sendFailed] = sends
         const [process, processFailed] = spans.filter((s) => s.name === IssueInvoice.subject)
         expect(send!.kind).toBe("client")
         expect(process!.kind).toBe("server")

@@ -75,15 +75,33 @@ export const rtt = Effect.gen(function*() {
     })
   const r: Array<number> = []
   const t: Array<number> = []
+  // the process's CPU time (client and service ends both run here) per request, each side's blocks apart
+  const cpu = { raw: 0, toolkit: 0 }
+  const timed = <A, E, R>(key: keyof typeof cpu, self: Effect.Effect<A, E, R>) =>
+    Effect.suspend(() => {
+      const before = process.cpuUsage()
+      return Effect.tap(self, () => {
+        const used = process.cpuUsage(before)
+        cpu[key] += used.user + used.system
+      })
+    })
   for (let from = 0; from < n; from += block) {
-    if (side !== "toolkit") r.push(...yield* raw(from))
-    if (side !== "raw") t.push(...yield* toolkit(from))
+    if (side !== "toolkit") r.push(...yield* timed("raw", raw(from)))
+    if (side !== "raw") t.push(...yield* timed("toolkit", toolkit(from)))
   }
   const us = (xs: ReadonlyArray<number>, p: number) => xs.length === 0 ? NaN : percentile(xs, p) * 1000
   const note = `${n} sequential requests each, in alternating blocks of ${block}`
   const rows: Array<Row> = [
     row("request/reply p50", "µs", us(r, 50), us(t, 50), { better: "lower", bound: 1.15 }, note),
-    row("request/reply p99", "µs", us(r, 99), us(t, 99), undefined, note)
+    row("request/reply p99", "µs", us(r, 99), us(t, 99), { better: "lower", bound: 2 }, note),
+    row(
+      "request/reply CPU per request",
+      "µs",
+      r.length === 0 ? NaN : cpu.raw / r.length,
+      t.length === 0 ? NaN : cpu.toolkit / t.length,
+      undefined,
+      "process CPU time (user + system) over each side's blocks, divided by its requests; both ends run in the bench process"
+    )
   ]
   for (const r of rows) yield* logRow(r)
   return rows
