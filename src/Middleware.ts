@@ -43,6 +43,7 @@ import type * as Dedup from "./Dedup.js"
 import * as Envelope from "./Envelope.js"
 import * as Json from "./internal/json.js"
 import * as Handler from "./Handler.js"
+import * as Causation from "./internal/causation.js"
 import { retryAfter } from "./internal/retry.js"
 import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
 import * as Metrics from "./Metrics.js"
@@ -348,14 +349,26 @@ type Decoding = Outcome | Decoded
 
 const isOutcome = (decoding: Decoding): decoding is Outcome => "_tag" in decoding
 
-/** The delivery as the stages after decode see it (its fields read one by one: `d` may compute them). */
+/**
+ * The delivery as the stages after decode see it. The JetStream metadata is read from `d` when first
+ * read (a delivery may parse it from the message's reply subject only when asked: see `Consumer`); the
+ * getters are own properties, so a spread copies their values.
+ */
 const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
   msg: d.msg,
   subject: d.subject,
-  stream: d.stream,
-  consumer: d.consumer,
-  streamSequence: d.streamSequence,
-  deliveryCount: d.deliveryCount,
+  get stream() {
+    return d.stream
+  },
+  get consumer() {
+    return d.consumer
+  },
+  get streamSequence() {
+    return d.streamSequence
+  },
+  get deliveryCount() {
+    return d.deliveryCount
+  },
   envelope: decoded.envelope,
   handler: decoded.handler
 })
@@ -417,7 +430,7 @@ export const decode = (settings: Settings): Middleware => (next) => {
     isOutcome(decoding)
       ? Effect.succeed(decoding)
       // the envelope is the causation (its id, correlation id and tenant)
-      : Envelope.withCausation(next(withEnvelope(d, decoding)), decoding.envelope)
+      : Causation.withCausation(next(withEnvelope(d, decoding)), decoding.envelope)
   return (d) => {
     const decoding = decodeDelivery(settings, d)
     return Effect.isEffect(decoding) ? Effect.flatMap(decoding, (r) => proceed(d, r)) : proceed(d, decoding)
