@@ -120,27 +120,18 @@ export const defaultRedelivery: Schedule.Schedule<unknown, unknown> = Schedule.e
   Schedule.either(Schedule.spaced("1 minute"))
 )
 
-/**
- * The delivery of a message. Its JetStream metadata is parsed from its reply subject when first read
- * (the usual message is handled and acked without it); the getters are own properties, so a middleware
- * that copies a delivery with a spread copies their values.
- */
-const delivery = (msg: JsMsg): Middleware.Delivery => ({
-  msg,
-  subject: msg.subject,
-  get stream() {
-    return msg.info.stream
-  },
-  get consumer() {
-    return msg.info.consumer
-  },
-  get streamSequence() {
-    return msg.info.streamSequence
-  },
-  get deliveryCount() {
-    return msg.info.deliveryCount
+/** The delivery of a message: its JetStream metadata is parsed from its reply subject. */
+const delivery = (msg: JsMsg): Middleware.Delivery => {
+  const info = msg.info
+  return {
+    msg,
+    subject: msg.subject,
+    stream: info.stream,
+    consumer: info.consumer,
+    streamSequence: info.streamSequence,
+    deliveryCount: info.deliveryCount
   }
-})
+}
 
 /**
  * Start a consumer in the current scope. It runs until the scope closes, then

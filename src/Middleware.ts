@@ -349,29 +349,18 @@ type Decoding = Outcome | Decoded
 
 const isOutcome = (decoding: Decoding): decoding is Outcome => "_tag" in decoding
 
-/**
- * The delivery as the stages after decode see it. The JetStream metadata is read from `d` when first
- * read (a delivery may parse it from the message's reply subject only when asked: see `Consumer`); the
- * getters are own properties, so a spread copies their values.
- */
+/** The delivery as the stages after decode see it (its fields read one by one: `d` may compute them). */
 const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
   msg: d.msg,
   subject: d.subject,
-  get stream() {
-    return d.stream
-  },
-  get consumer() {
-    return d.consumer
-  },
-  get streamSequence() {
-    return d.streamSequence
-  },
-  get deliveryCount() {
-    return d.deliveryCount
-  },
+  stream: d.stream,
+  consumer: d.consumer,
+  streamSequence: d.streamSequence,
+  deliveryCount: d.deliveryCount,
   envelope: decoded.envelope,
   handler: decoded.handler
 })
+
 
 const invalid = (type: string, error: ParseResult.ParseError): Outcome =>
   Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`)
