@@ -2,14 +2,13 @@
  * The consumer pipeline in isolation: the default middleware run on fake
  * messages (no server), to see what each stage costs per message.
  *
- *   node --conditions=source --import tsx bench/micro.ts [all|nodedup|composed|only:settle,decode,...]
+ *   node --conditions=source --import tsx bench/micro.ts [all|nodedup|only:settle,decode,...]
  *
  * `all`: the default pipeline with memory dedup, as the consumer runs it
- * (`Middleware.defaultStep`); `nodedup`: the same without dedup; `composed`:
- * the default middleware composed (what a custom `pipeline` runs), with memory
- * dedup; `only:<names>`: just these default middleware (outermost first)
- * around the handler step. Add `--cpu-prof` before `--conditions` for a
- * profile.
+ * (`compose(defaultPipeline(defaults(settings)), handle)`); `nodedup`: the
+ * same without dedup; `only:<names>`: just these default middleware
+ * (outermost first) around the handler step. Several modes run interleaved.
+ * Add `--cpu-prof` before `--conditions` for a profile.
  */
 import { headers } from "@nats-io/nats-core"
 import { Effect, Option } from "effect"
@@ -65,9 +64,7 @@ const stepOf = (mode: string) =>
         mode.slice("only:".length).split(",").filter((k) => k !== "").map((k) => defaults[k as keyof Middleware.Defaults]),
         Middleware.handle
       )
-      : mode === "composed"
-      ? Middleware.compose(Middleware.defaultPipeline(defaults), Middleware.handle)
-      : Middleware.defaultStep(settings)
+      : Middleware.compose(Middleware.defaultPipeline(defaults), Middleware.handle)
   })
 
 // several modes: rounds interleaved (mode A, mode B, A, B, ...), then the median of each

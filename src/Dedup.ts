@@ -77,23 +77,6 @@ export const keyOf = (strategy: KeyStrategy, namespace?: string) => {
 }
 
 /**
- * The synchronous form of a store whose claim, commit and release complete at
- * once and cannot fail (the memory store). `now` is the `Clock`'s time in
- * milliseconds, read by the caller. A consumer uses it, when the store has
- * one, in place of the `claim` / `commit` / `release` effects: same results,
- * without running an effect per call. A store that has it must run
- * `transaction` as the effect it is given.
- *
- * @since 0.1.0
- * @category models
- */
-export interface SyncStore {
-  readonly claim: (key: string, now: number) => ClaimResult
-  readonly commit: (key: string, now: number) => void
-  readonly release: (key: string) => void
-}
-
-/**
  * The dedup service.
  *
  * @since 0.1.0
@@ -111,8 +94,6 @@ export class Dedup extends Context.Tag("effect-nats/Dedup")<Dedup, {
    * runs the effect as it is.
    */
   readonly transaction: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | DedupError, R>
-  /** The same store, synchronous (optional; see {@link SyncStore}). */
-  readonly sync?: SyncStore | undefined
 }>() {}
 
 /**
@@ -178,8 +159,9 @@ export const makeMemory = (options: MemoryOptions = {}) =>
         entries.delete(next.value)
       }
     }
-    const sync: SyncStore = {
-      claim: (key, now) => {
+    // the store's state changes, synchronous; `now` is the Clock's time in milliseconds
+    const state = {
+      claim(key: string, now: number): ClaimResult {
         const entry = entries.get(key)
         if (entry !== undefined) {
           if (entry.expiresAt > now) return entry.committed ? "Duplicate" : "InProgress"
@@ -190,7 +172,7 @@ export const makeMemory = (options: MemoryOptions = {}) =>
         evict()
         return "Claimed"
       },
-      commit: (key, now) => {
+      commit(key: string, now: number): void {
         const entry = entries.get(key)
         if (key === last && entry !== undefined) {
           entry.committed = true
@@ -202,17 +184,17 @@ export const makeMemory = (options: MemoryOptions = {}) =>
         last = key
         evict()
       },
-      release: (key) => {
+      release(key: string): void {
         const entry = entries.get(key)
         if (entry !== undefined && !entry.committed) entries.delete(key)
       }
     }
     return Dedup.of({
       key: keyOf(options.key ?? "id", options.namespace),
-      claim: (key) => Effect.map(Clock.currentTimeMillis, (now) => sync.claim(key, now)),
-      commit: (key) => Effect.map(Clock.currentTimeMillis, (now) => sync.commit(key, now)),
-      release: (key) => Effect.sync(() => sync.release(key)),
-      sync,
+      // (`clockWith` calls back when the effect runs: one step per call)
+      claim: (key) => Effect.clockWith((clock) => Effect.succeed(state.claim(key, clock.unsafeCurrentTimeMillis()))),
+      commit: (key) => Effect.clockWith((clock) => Effect.succeed(state.commit(key, clock.unsafeCurrentTimeMillis()))),
+      release: (key) => Effect.sync(() => state.release(key)),
       transaction: (self) => self
     })
   })

@@ -16,8 +16,11 @@
  * handler  the Handler for the event type
  * ```
  *
- * A consumer without a custom `pipeline` runs these stages as one step,
- * {@link defaultStep}, built from the same functions.
+ * A consumer without a custom `pipeline` runs exactly these stages,
+ * `compose(defaultPipeline(defaults(settings)), handle)`. The trace stage is
+ * there only when a tracer records (decided once, when the consumer is
+ * built: see `Tracing.isRecording`); without one, `defaults(settings).trace`
+ * passes the step through as it is.
  *
  * @since 0.1.0
  */
@@ -25,8 +28,6 @@ import type { JsMsg } from "@nats-io/jetstream"
 import {
   Cause,
   Chunk,
-  Clock,
-  Context,
   Duration,
   Effect,
   Either,
@@ -44,6 +45,7 @@ import * as Causation from "./internal/causation.js"
 import * as Json from "./internal/json.js"
 import * as Handler from "./Handler.js"
 import { retryAfter } from "./internal/retry.js"
+import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
 import * as Metrics from "./Metrics.js"
 import * as Tracing from "./Tracing.js"
 
@@ -209,28 +211,32 @@ export const redeliveryDelay = (
  * @since 0.1.0
  * @category middleware
  */
-export const settle = (settings: Settings): Middleware => (next) => (d) => settleWith(settings, d, next(d))
-
-/**
- * Settle the message from the outcome of `self` (the settle stage around what it wraps).
- *
- * (Per-message callbacks are written as methods on the hot paths: they are plain closures either way, but
- * a bundler's `keepNames` renames every arrow function stored in a property, a cost per message under tsx.)
- */
-const settleWith = <R>(settings: Settings, d: Delivery, self: Effect.Effect<Outcome, unknown, R>) =>
-  Effect.matchCauseEffect(self, {
-    onFailure(cause) {
-      return Cause.isInterruptedOnly(cause)
-        ? Effect.failCause(cause as Cause.Cause<never>)
-        : Effect.flatMap(
-          redeliveryDelay(settings.redelivery, d.deliveryCount),
-          (delay) => apply(settings, d, Outcome.nak(delay, Cause.pretty(cause)))
-        )
-    },
-    onSuccess(outcome) {
-      return apply(settings, d, outcome)
-    }
-  })
+export const settle = (settings: Settings): Middleware => (next) => (d) => {
+  const self = next(d)
+  // the fiber is taken here, not per outcome (one effect fewer per message). (Per-message callbacks are
+  // methods on the hot paths: a bundler's `keepNames` renames every arrow function stored in a property.)
+  return Effect.withFiberRuntime((fiber) =>
+    Effect.matchCauseEffect(self, {
+      onFailure(cause) {
+        return Cause.isInterruptedOnly(cause)
+          ? Effect.failCause(cause as Cause.Cause<never>)
+          : Effect.flatMap(
+            redeliveryDelay(settings.redelivery, d.deliveryCount),
+            (delay) => apply(settings, d, Outcome.nak(delay, Cause.pretty(cause)))
+          )
+      },
+      onSuccess(outcome) {
+        if (outcome._tag === "Ack" && settings.ack === "fast") {
+          // ack() only queues the ack, nats.js writes the acks of a tick together
+          d.msg.ack()
+          countAck(fiber, outcome)
+          return Effect.succeed(outcome)
+        }
+        return apply(settings, d, outcome)
+      }
+    })
+  )
+}
 
 /** Count an `Ack` outcome (with the fiber's metric labels, as `Metric.increment` would). */
 const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: AckOutcome) => {
@@ -238,13 +244,6 @@ const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: AckOutco
   if (outcome.reason === "Duplicate") Metrics.duplicatesSkipped.unsafeUpdate(1, labels)
   else if (outcome.reason === "Unhandled") Metrics.unhandled.unsafeUpdate(1, labels)
   Metrics.acked.unsafeUpdate(1, labels)
-}
-
-/** `ack()` and count it, on the fiber that settles (`ack: "fast"`). */
-const ackNow = (fiber: Fiber.RuntimeFiber<unknown, unknown>, d: Delivery, outcome: AckOutcome) => {
-  // ack() only queues the ack, nats.js writes the acks of a tick together
-  d.msg.ack()
-  countAck(fiber, outcome)
 }
 
 /** Settle the message; succeeds with the outcome. */
@@ -260,7 +259,8 @@ const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect
         )
       }
       return Effect.withFiberRuntime((fiber) => {
-        ackNow(fiber, d, outcome)
+        d.msg.ack()
+        countAck(fiber, outcome)
         return Effect.succeed(outcome)
       })
     }
@@ -310,35 +310,31 @@ const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect
  */
 export const trace = (settings: Settings): Middleware => {
   if (!settings.tracing) return (next) => next
-  const base = new Map<string, Record<string, unknown>>()
-  const attributesFor = (subject: string) => {
-    let a = base.get(subject)
-    if (a === undefined) {
-      a = {
-        [Tracing.Attributes.system]: "nats",
-        [Tracing.Attributes.destination]: subject,
-        [Tracing.Attributes.operationType]: "process",
-        [Tracing.Attributes.operationName]: "process",
+  const spans = new Map<string, MessagingSpan>()
+  const spanFor = (subject: string) => {
+    let span = spans.get(subject)
+    if (span === undefined) {
+      span = messagingSpan("consumer", "process", subject, {
         [Tracing.Attributes.consumerGroup]: settings.durable,
         [Tracing.Attributes.stream]: settings.stream
-      }
-      base.set(subject, a)
+      })
+      spans.set(subject, span)
     }
-    return a
+    return span
   }
   return (next) => (d) => {
+    const span = spanFor(d.subject)
     const parent = Tracing.extract(d.msg.headers)
-    return next(d).pipe(Effect.withSpan(`process ${d.subject}`, {
-      kind: "consumer",
-      captureStackTrace: false,
+    return Effect.withSpan(next(d), `process ${d.subject}`, {
+      ...span,
       attributes: {
-        ...attributesFor(d.subject),
+        ...span.attributes,
         [Tracing.Attributes.messageId]: d.msg.headers?.get(Envelope.HeaderNames.msgId) ?? "",
         [Tracing.Attributes.deliveryCount]: d.deliveryCount,
         [Tracing.Attributes.streamSequence]: d.streamSequence
       },
       ...(Option.isSome(parent) ? { parent: parent.value } : {})
-    }))
+    })
   }
 }
 
@@ -364,6 +360,7 @@ const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
   envelope: decoded.envelope,
   handler: decoded.handler
 })
+
 
 const invalid = (type: string, error: ParseResult.ParseError): Outcome =>
   Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`)
@@ -406,13 +403,6 @@ const decodeDelivery = (settings: Settings, d: Delivery): Decoding | Effect.Effe
   })
 }
 
-/** Continue after the decode stage: settle an outcome, or run `next` as the handling of the envelope. */
-const afterDecode = <R>(next: Step<R>) => (d: Delivery, decoding: Decoding): Effect.Effect<Outcome, unknown, R> =>
-  isOutcome(decoding)
-    ? Effect.succeed(decoding)
-    // the envelope is the causation (its id, correlation id and tenant)
-    : Envelope.withCausation(next(withEnvelope(d, decoding)), decoding.envelope)
-
 /**
  * Decode: refuse payloads over the size or depth limit (`TooLarge`,
  * `TooDeep`; checked on the bytes, before parsing), parse JSON, route by the envelope `type`,
@@ -425,7 +415,11 @@ const afterDecode = <R>(next: Step<R>) => (d: Delivery, decoding: Decoding): Eff
  * @category middleware
  */
 export const decode = (settings: Settings): Middleware => (next) => {
-  const proceed = afterDecode(next)
+  const proceed = (d: Delivery, decoding: Decoding) =>
+    isOutcome(decoding)
+      ? Effect.succeed(decoding)
+      // the envelope is the causation (its id, correlation id and tenant)
+      : Causation.withCausation(next(withEnvelope(d, decoding)), decoding.envelope)
   return (d) => {
     const decoding = decodeDelivery(settings, d)
     return Effect.isEffect(decoding) ? Effect.flatMap(decoding, (r) => proceed(d, r)) : proceed(d, decoding)
@@ -504,17 +498,13 @@ export const dedup = (settings: Settings): Middleware => {
     // handle and commit in the store's transaction; release the claim on any failure or interruption
     const claimed = (d: Delivery, key: string) =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.matchCauseEffect(
+        Effect.catchAllCause(
           restore(store.transaction(Effect.flatMap(next(d), (outcome) => Effect.as(store.commit(key), outcome)))),
-          {
-            onFailure(cause) {
-              return Effect.zipRight(
-                Effect.ignore(store.release(key)),
-                isConflict(cause) ? Effect.succeed(Outcome.duplicate) : Effect.failCause(cause)
-              )
-            },
-            onSuccess: Effect.succeed
-          }
+          (cause) =>
+            Effect.zipRight(
+              Effect.ignore(store.release(key)),
+              isConflict(cause) ? Effect.succeed(Outcome.duplicate) : Effect.failCause(cause)
+            )
         )
       )
     return (d) => {
@@ -545,15 +535,16 @@ const notClaimed = (claim: Exclude<Dedup.ClaimResult, "Claimed">, key: string): 
  */
 export const handle: Step<never> = (d) => {
   if (d.handler === undefined || d.envelope === undefined) return Effect.succeed(Outcome.unhandled)
-  const started = performance.now()
-  return Effect.flatMap(
-    runHandler(d.handler, d.envelope),
-    () =>
-      Effect.withFiberRuntime((fiber) => {
-        recordDuration(fiber, started)
-        return Effect.succeed(Outcome.handled)
-      })
-  )
+  const handler = d.handler
+  const envelope = d.envelope
+  return Effect.withFiberRuntime((fiber) => {
+    const started = performance.now()
+    return Effect.map(runHandler(handler, envelope), () => {
+      // a successful handler's duration, with the fiber's metric labels
+      Metrics.handlerDuration.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
+      return Outcome.handled
+    })
+  })
 }
 
 /** The handler's effect for an envelope; a handler that throws instead of returning an effect dies with what it threw. */
@@ -565,10 +556,6 @@ const runHandler = (handler: Handler.Any, envelope: Envelope.Envelope<unknown>):
     return Effect.die(defect)
   }
 }
-
-/** Record a successful handler's duration (with the fiber's metric labels). */
-const recordDuration = (fiber: Fiber.RuntimeFiber<unknown, unknown>, started: number) =>
-  Metrics.handlerDuration.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
 
 /**
  * The default middleware, by name.
@@ -611,81 +598,6 @@ export const defaultPipeline = (m: Defaults): ReadonlyArray<Middleware> => [
   m.retry,
   m.dedup
 ]
-
-/**
- * The default pipeline in one step: what
- * `compose(defaultPipeline(defaults(settings)), handle)` does, with fewer
- * effects per message. Without a recording tracer, and with no dedup store
- * or one with a synchronous form (`Dedup.SyncStore`, the memory store), a
- * message is decoded, claimed, acked and counted by plain functions around
- * one effect, the handler's; a failure, or a Schema that decodes with an
- * effect, continues in the same stages as the composed pipeline. Otherwise it
- * is the composed pipeline.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const defaultStep = (settings: Settings): Step<never> => {
-  const stages = defaults(settings)
-  const composed = compose(defaultPipeline(stages), handle)
-  const store = Option.getOrUndefined(settings.dedup)
-  const sync = store?.sync
-  if (settings.tracing || (store !== undefined && sync === undefined)) return composed
-  const recover = recovery(settings)
-  // what a retry runs (as in the composed pipeline: the retry stage wraps dedup and the handler)
-  const again = stages.dedup(handle)
-  const proceed = afterDecode(stages.retry(again))
-  const nowOf = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
-    Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
-
-  // after a failure of the first attempt: the retry stage and what follows, as the handling of the envelope, then settle
-  const retryAndSettle = (d: Delivery, decoded: Decoded, cause: Cause.Cause<unknown>) =>
-    settleWith(settings, d, Envelope.withCausation(recover(withEnvelope(d, decoded), cause, again), decoded.envelope))
-
-  // the first attempt: claim, run the handler as the handling of its envelope, commit and ack; on any failure or
-  // interruption, release the claim (the dedup stage) and put back what was being handled (`withCausation`)
-  const attempt = (fiber: Fiber.RuntimeFiber<unknown, unknown>, d: Delivery, decoded: Decoded) => {
-    const { envelope, handler } = decoded
-    let key: string | undefined
-    if (store !== undefined && sync !== undefined) {
-      key = store.key(envelope)
-      const claim = sync.claim(key, nowOf(fiber))
-      if (claim !== "Claimed") return apply(settings, d, notClaimed(claim, key))
-    }
-    const claimed = key
-    const restoreCausation = Causation.restorer(fiber)
-    const started = performance.now()
-    return Effect.uninterruptibleMask((restore) =>
-      Effect.zipRight(
-        FiberRef.set(Causation.current, Causation.handling(envelope)),
-        Effect.matchCauseEffect(restore(runHandler(handler, envelope)), {
-          onFailure(cause) {
-            // (a sync store runs no transaction, so it has no commit conflict to turn into a duplicate)
-            if (claimed !== undefined) sync!.release(claimed)
-            // (an interruption goes no further: `restore` ends at once on an interrupted fiber)
-            return Effect.zipRight(restoreCausation, restore(retryAndSettle(d, decoded, cause)))
-          },
-          onSuccess() {
-            recordDuration(fiber, started)
-            if (claimed !== undefined) sync!.commit(claimed, nowOf(fiber))
-            if (settings.ack === "fast") {
-              ackNow(fiber, d, Outcome.handled)
-              return Effect.as(restoreCausation, Outcome.handled)
-            }
-            return Effect.zipRight(restoreCausation, restore(apply(settings, d, Outcome.handled)))
-          }
-        })
-      )
-    )
-  }
-
-  return (d) => {
-    const decoding = decodeDelivery(settings, d)
-    if (Effect.isEffect(decoding)) return settleWith(settings, d, Effect.flatMap(decoding, (r) => proceed(d, r)))
-    if (isOutcome(decoding)) return apply(settings, d, decoding)
-    return Effect.withFiberRuntime((fiber) => attempt(fiber, d, decoding))
-  }
-}
 
 /**
  * Compose middleware (outermost first) around a last step.

@@ -20,6 +20,18 @@ const CLOSE_ARRAY = 0x5d
 const OPEN_OBJECT = 0x7b
 const CLOSE_OBJECT = 0x7d
 
+/** Are there more than `max` opening brackets in the bytes (inside strings or not)? */
+const hasMoreThan = (bytes: Uint8Array, max: number): boolean => {
+  let count = 0
+  for (let i = bytes.indexOf(OPEN_OBJECT); i !== -1; i = bytes.indexOf(OPEN_OBJECT, i + 1)) {
+    if (++count > max) return true
+  }
+  for (let i = bytes.indexOf(OPEN_ARRAY); i !== -1; i = bytes.indexOf(OPEN_ARRAY, i + 1)) {
+    if (++count > max) return true
+  }
+  return false
+}
+
 /**
  * Does the nesting of arrays and objects go deeper than `maxDepth`? Brackets
  * inside strings do not count (UTF-8 continuation bytes are all >= 0x80, so
@@ -27,8 +39,9 @@ const CLOSE_OBJECT = 0x7d
  * not: it only over-counts what `JSON.parse` would refuse anyway.
  */
 export const tooDeep = (bytes: Uint8Array, maxDepth: number): boolean => {
-  // `maxDepth + 1` levels need that many opening brackets
-  if (bytes.length <= maxDepth) return false
+  // `maxDepth + 1` levels need that many opening brackets (counted first with the native `indexOf`: a
+  // usual body has a few, and the scan below costs a step per byte)
+  if (bytes.length <= maxDepth || !hasMoreThan(bytes, maxDepth)) return false
   let depth = 0
   const n = bytes.length
   for (let i = 0; i < n; i++) {

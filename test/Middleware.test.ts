@@ -66,8 +66,8 @@ const counters = [
 const metricCounts = Effect.forEach(counters, (m) => Effect.map(Metric.value(m), (s) => s.count))
 const handledCount = Effect.map(Metric.value(Metrics.handlerDuration), (s) => s.count)
 
-/** Run the scenario through a step built from fresh settings; everything observable, in order. */
-const run = (build: (settings: Middleware.Settings) => Middleware.Step<never>) =>
+/** Run the scenario through the default pipeline built from fresh settings; everything observable, in order. */
+const run = (dedup: Dedup.Dedup["Type"]) =>
   Effect.gen(function*() {
     const calls: Array<Call> = []
     const sent: Array<string> = []
@@ -120,9 +120,9 @@ const run = (build: (settings: Middleware.Settings) => Middleware.Step<never>) =
       termWithReason: true,
       tracing: false,
       deadLetter,
-      dedup: Option.some(yield* Dedup.makeMemory())
+      dedup: Option.some(dedup)
     }
-    const step = build(settings)
+    const step = Middleware.compose(Middleware.defaultPipeline(Middleware.defaults(settings)), Middleware.handle)
     const before = yield* metricCounts
     const handledBefore = yield* handledCount
     const outcomes: Array<string> = []
@@ -152,15 +152,11 @@ const run = (build: (settings: Middleware.Settings) => Middleware.Step<never>) =
     }
   })
 
-describe("Middleware.defaultStep", () => {
-  it.effect("does what the composed default pipeline does, message by message", () =>
+describe("Middleware default pipeline", () => {
+  it.effect("settles each kind of message as documented", () =>
     Effect.gen(function*() {
-      const fused = yield* run(Middleware.defaultStep)
-      const composed = yield* run((settings) =>
-        Middleware.compose(Middleware.defaultPipeline(Middleware.defaults(settings)), Middleware.handle)
-      )
-      expect(fused).toEqual(composed)
-      expect(fused.outcomes).toEqual([
+      const result = yield* run(yield* Dedup.makeMemory())
+      expect(result.outcomes).toEqual([
         "1:Ack:Handled",
         "2:Ack:Duplicate",
         "3:Ack:Unhandled",
@@ -174,7 +170,7 @@ describe("Middleware.defaultStep", () => {
         expect.stringMatching(/^11:Nak:died$/),
         "12:Ack:Duplicate"
       ])
-      expect(fused.calls).toEqual([
+      expect(result.calls).toEqual([
         "1:ack",
         "2:ack",
         "3:ack",
@@ -188,17 +184,50 @@ describe("Middleware.defaultStep", () => {
         "11:nak(1000)",
         "12:ack"
       ])
-      expect(fused.sent).toEqual([
+      expect(result.sent).toEqual([
         "4:Decode:InvalidJson:1",
         "5:Decode:ParseError:1",
         "8:MaxDeliveries:Unavailable:3",
         "9:Permanent:PermanentError:1"
       ])
       // the handler runs as the handling of its message, each attempt; the fiber handles nothing afterwards
-      expect(fused.seen.slice(0, 3)).toEqual(["m1:m1/corr-m1", "m3:m3/corr-m3", "m3:m3/corr-m3"])
-      expect(fused.current).toBe(true)
+      expect(result.seen.slice(0, 3)).toEqual(["m1:m1/corr-m1", "m3:m3/corr-m3", "m3:m3/corr-m3"])
+      expect(result.current).toBe(true)
       // acked, retried, redelivered, dead-lettered, duplicates, unhandled; handler durations (successes)
-      expect(fused.metrics).toEqual([5, 5, 3, 4, 2, 1])
-      expect(fused.handled).toBe(2)
+      expect(result.metrics).toEqual([5, 5, 3, 4, 2, 1])
+      expect(result.handled).toBe(2)
+    }))
+
+  it.effect("runs the handler and the commit in the store's transaction; a failure releases the claim", () =>
+    Effect.gen(function*() {
+      const memory = yield* Dedup.makeMemory()
+      const log: Array<string> = []
+      const store = Dedup.Dedup.of({
+        ...memory,
+        claim: (key) => Effect.tap(memory.claim(key), (r) => Effect.sync(() => log.push(`claim ${key}: ${r}`))),
+        commit: (key) => Effect.zipRight(Effect.sync(() => log.push(`commit ${key}`)), memory.commit(key)),
+        release: (key) => Effect.zipRight(Effect.sync(() => log.push(`release ${key}`)), memory.release(key)),
+        transaction: (self) =>
+          Effect.sync(() => log.push("begin")).pipe(
+            Effect.zipRight(self),
+            Effect.onExit((exit) => Effect.sync(() => log.push(exit._tag === "Success" ? "end" : "rollback")))
+          )
+      })
+      yield* run(store)
+      // m1 handled and committed inside the transaction; m3 failed once (rolled back, released), then committed
+      expect(log.slice(0, 4)).toEqual(["claim m1: Claimed", "begin", "commit m1", "end"])
+      expect(log).toContain("claim m1: Duplicate")
+      // m3 fails once: rolled back and released, then handled and committed by the in-process retry
+      const m3 = log.indexOf("claim m3: Claimed")
+      expect(log.slice(m3, m3 + 8)).toEqual([
+        "claim m3: Claimed",
+        "begin",
+        "rollback",
+        "release m3",
+        "claim m3: Claimed",
+        "begin",
+        "commit m3",
+        "end"
+      ])
     }))
 })

@@ -1,0 +1,188 @@
+/**
+ * A consumer's workers: long-lived fibers that take messages from an inbox
+ * a chunk at a time and run each through the pipeline; the keep-alive
+ * (`working()` for messages handled longer than a third of `ack_wait`) and
+ * the watchdog (`handlerTimeout`).
+ *
+ * @internal
+ */
+import type { JsMsg } from "@nats-io/jetstream"
+import { Cause, Duration, Effect, Fiber, Metric, Schedule, type Scope } from "effect"
+import * as Metrics from "../../Metrics.js"
+import type { Outcome } from "../../Middleware.js"
+import type { Inbox } from "../inbox.js"
+import type { HandBack } from "./handBack.js"
+
+/** What the workers run and how long a message may take. */
+export interface Options<R> {
+  readonly durable: string
+  readonly concurrency: number
+  /** One inbox per worker (ordered), or one shared by all. */
+  readonly inboxes: ReadonlyArray<Inbox<JsMsg>>
+  /** The pipeline, for one message. */
+  readonly step: (msg: JsMsg) => Effect.Effect<Outcome, unknown, R>
+  /** Settle a message the pipeline could not (nak, or a dead letter at its last delivery). */
+  readonly giveUp: (msg: JsMsg, reason: "Timeout" | "MaxDeliveries", errorTag: string, message: string) => Effect.Effect<void>
+  readonly handBack: HandBack
+  readonly ackWait: Duration.Duration
+  readonly handlerTimeout: Duration.Duration
+}
+
+/** The running workers. */
+export interface Workers {
+  /** The fibers of the running workers. */
+  readonly fibers: () => ReadonlyArray<Fiber.RuntimeFiber<void, never>>
+  /** Interrupt the workers, waiting a bounded time: a worker stuck in an uninterruptible handler is left behind. */
+  readonly interrupt: Effect.Effect<void>
+}
+
+/**
+ * A worker's current message, for the keep-alive and the watchdog. A slot
+ * exists only while its worker's fiber runs (removed when the fiber ends,
+ * however it ends): a message is kept alive only by a running fiber.
+ */
+interface Slot {
+  readonly index: number
+  msg: JsMsg | undefined
+  since: number
+  /** The watchdog settled `msg` and replaced this worker. */
+  expired: boolean
+}
+
+/**
+ * Start `concurrency` workers (daemons, interrupted when the scope closes if
+ * the drain has not stopped them) and the keep-alive and watchdog fiber.
+ */
+export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Scope.Scope | R> =>
+  Effect.gen(function*() {
+    const { durable, handBack, inboxes } = options
+    const handlerTimeout = Duration.toMillis(options.handlerTimeout)
+    const running = new Map<Slot, Fiber.RuntimeFiber<void, never>>()
+    const fibers = () => [...running.values()]
+    const interrupt = Effect.suspend(() =>
+      Fiber.interruptAll(fibers()).pipe(Effect.interruptible, Effect.timeoutOption("1 second"), Effect.asVoid)
+    )
+
+    const pipelineFailed = (msg: JsMsg, cause: Cause.Cause<unknown>) =>
+      Effect.zipRight(
+        Effect.logError(`Consumer ${durable}: pipeline failed on ${msg.subject}#${msg.info.streamSequence}`, cause),
+        options.giveUp(msg, "MaxDeliveries", "PipelineDefect", `the pipeline failed: ${Cause.pretty(cause).slice(0, 1024)}`)
+      )
+
+    const worker = (slot: Slot): Effect.Effect<void, never, R> => {
+      const inbox = inboxes[inboxes.length === 1 ? 0 : slot.index]!
+      // the chunk being worked on, and the message at `position`: when stopping, or interrupted (drain
+      // timeout, watchdog), what the worker has not started is handed back
+      let chunk: ReadonlyArray<JsMsg> = []
+      let position = -1
+      let handedBack = false
+      // a pipeline that fails or dies (the message is `chunk[position]`), unless the watchdog settled it
+      const failed = (cause: Cause.Cause<unknown>) => slot.expired ? Effect.void : pipelineFailed(chunk[position]!, cause)
+      // the next message of the chunk; when stopping, it and the rest are handed back instead
+      const handleNext = () => {
+        const i = ++position
+        const msg = chunk[i]!
+        if (handBack.stopping) {
+          handedBack = true
+          handBack.giveBack(chunk.slice(i))
+          return Effect.void
+        }
+        slot.msg = msg
+        slot.since = performance.now()
+        // whatever the pipeline throws while building its effect is a failure of this message
+        let handled: Effect.Effect<Outcome, unknown, R>
+        try {
+          handled = options.step(msg)
+        } catch (defect) {
+          handled = Effect.die(defect)
+        }
+        return Effect.catchAllCause(handled, failed)
+      }
+      const handleChunk = Effect.whileLoop({
+        while: () => position + 1 < chunk.length && !handedBack && !slot.expired,
+        body: handleNext,
+        step: () => {
+          slot.msg = undefined
+        }
+      })
+      // a chunk at a time; the worker ends when the inbox is closed and empty (graceful drain)
+      const loop: Effect.Effect<void, never, R> = Effect.flatMap(inbox.take, (taken) => {
+        if (taken === undefined || slot.expired) return Effect.void
+        chunk = taken
+        position = -1
+        handedBack = false
+        // (the chunk is let go before waiting for the next: a worker holds no message it is done with)
+        return Effect.zipRight(handleChunk, Effect.suspend(() => {
+          chunk = []
+          return loop
+        }))
+      })
+      return loop.pipe(
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            if (!handedBack) handBack.giveBack(chunk.slice(position + 1))
+          })
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          slot.msg = undefined
+          running.delete(slot)
+        }))
+      )
+    }
+
+    // workers are daemons, stopped by the drain (or by this finalizer if the consumer never started):
+    // closing the scope must not wait for a worker the watchdog gave up on
+    const startWorker = (index: number) =>
+      Effect.flatMap(
+        Effect.sync((): Slot => ({ index, msg: undefined, since: 0, expired: false })),
+        (slot) => Effect.map(Effect.forkDaemon(worker(slot)), (fiber) => void running.set(slot, fiber))
+      )
+    yield* Effect.addFinalizer(() => interrupt)
+    yield* Effect.forEach(Array.from({ length: options.concurrency }, (_, i) => i), startWorker, { discard: true })
+
+    /**
+     * The watchdog: a message handled for longer than `handlerTimeout` is
+     * settled here (nak, or a dead letter at its last delivery), and its
+     * worker is interrupted (without waiting: it may never resume) and
+     * replaced. If the old handler does finish, its late settle is ignored
+     * by the server or is a redelivery the dedup stage catches.
+     */
+    const timeout = Duration.format(options.handlerTimeout)
+    const expire = (slot: Slot, msg: JsMsg, fiber: Fiber.RuntimeFiber<void, never>) =>
+      Effect.all([
+        Effect.logError(
+          `Consumer ${durable}: ${msg.subject}#${msg.info.streamSequence} was handled for more than ` +
+            `${timeout}; settling it and replacing the worker`
+        ),
+        Metric.increment(Metrics.handlerTimeouts),
+        options.giveUp(msg, "Timeout", "HandlerTimeout", `handling exceeded the handler timeout of ${timeout}`),
+        // abandoned: interrupted without waiting, no longer a worker of this consumer
+        Effect.sync(() => running.delete(slot)),
+        Fiber.interruptFork(fiber),
+        Effect.suspend(() => handBack.stopping ? Effect.void : startWorker(slot.index))
+      ], { discard: true })
+
+    // keep handled messages alive with working(), from running workers only; the watchdog expires the overdue
+    const keepAliveEvery = Duration.toMillis(options.ackWait) / 3
+    yield* Effect.suspend(() => {
+      const now = performance.now()
+      const overdue: Array<readonly [Slot, JsMsg, Fiber.RuntimeFiber<void, never>]> = []
+      for (const [slot, fiber] of running) {
+        const msg = slot.msg
+        if (msg === undefined || slot.expired) continue
+        const age = now - slot.since
+        if (age > handlerTimeout) {
+          slot.expired = true
+          overdue.push([slot, msg, fiber])
+        } else if (age > keepAliveEvery) {
+          msg.working()
+        }
+      }
+      return Effect.forEach(overdue, ([slot, msg, fiber]) => expire(slot, msg, fiber), { discard: true })
+    }).pipe(
+      Effect.repeat(Schedule.spaced(Duration.millis(Math.max(100, Math.min(keepAliveEvery, handlerTimeout / 4))))),
+      Effect.forkScoped
+    )
+
+    return { fibers, interrupt }
+  })
