@@ -1,7 +1,7 @@
 import { describe, expect, it, layer } from "@effect/vitest"
 import { NatsTestServer } from "@effect-nats/testing"
 import type { Msg } from "@nats-io/nats-core"
-import { DateTime, Deferred, Effect, Either, Exit, ParseResult, Schema } from "effect"
+import { DateTime, Deferred, Effect, Either, Exit, FiberRef, Option, ParseResult, Schema } from "effect"
 import { Envelope, NatsClient } from "effect-nats"
 import * as fc from "fast-check"
 
@@ -73,6 +73,25 @@ const problems = (input: unknown): ReadonlyArray<string> | "ok" =>
   })
 
 describe("Envelope", () => {
+  it.effect("withCausation: the causation is current inside, and the previous one is back after success and failure", () =>
+    Effect.gen(function*() {
+      const outer = { id: "outer", correlationId: "c-outer" }
+      const inner = { id: "inner", correlationId: "c-inner" }
+      const idOf = Effect.map(FiberRef.get(Envelope.current), (c) => c.pipe(Option.map((c) => c.id), Option.getOrUndefined))
+      expect(yield* idOf).toBeUndefined()
+      yield* Effect.gen(function*() {
+        expect(yield* Envelope.withCausation(idOf, inner)).toBe("inner")
+        expect(yield* idOf).toBe("outer")
+        const failed = yield* Effect.exit(Envelope.withCausation(Effect.zipRight(idOf, Effect.fail("boom")), inner))
+        expect(Exit.isFailure(failed)).toBe(true)
+        expect(yield* idOf).toBe("outer")
+        const died = yield* Effect.exit(Envelope.withCausation(Effect.die("defect"), inner))
+        expect(Exit.isFailure(died)).toBe(true)
+        expect(yield* idOf).toBe("outer")
+      }).pipe(Envelope.withCausation(outer))
+      expect(yield* idOf).toBeUndefined()
+    }))
+
   describe("schema", () => {
     it("property: decode(encode(e)) is e, directly and through JSON", () => {
       const encode = Schema.encodeSync(S)

@@ -49,8 +49,28 @@ export const restorer = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Effect.Ef
 
 const remove = FiberRef.delete(current)
 
-/** Run `self` as the handling of `causation` (`Envelope.withCausation`). */
+/**
+ * Run `self` as the handling of `causation` (`Envelope.withCausation`).
+ *
+ * The previous value is put back when `self` succeeds or fails, without an
+ * uninterruptible region (which cost as much as the rest of this per
+ * message): on an interrupted fiber, whose remaining work is its finalizers,
+ * `current` may keep `causation`. Such a fiber goes on only to finalizers and
+ * uninterruptible code that sees the interruption, never to the next message.
+ */
 export const withCausation = <A, E, R>(self: Effect.Effect<A, E, R>, causation: Causation): Effect.Effect<A, E, R> =>
-  Effect.withFiberRuntime<A, E, R>((fiber) =>
-    Effect.zipRight(FiberRef.set(current, handling(causation)), Effect.ensuring(self, restorer(fiber)))
-  )
+  Effect.withFiberRuntime<A, E, R>((fiber) => {
+    const restore = restorer(fiber)
+    return Effect.zipRight(
+      FiberRef.set(current, handling(causation)),
+      // (methods, not arrow functions: a bundler's `keepNames` renames every arrow function stored in a property)
+      Effect.matchCauseEffect(self, {
+        onFailure(cause) {
+          return Effect.zipRight(restore, Effect.failCause(cause))
+        },
+        onSuccess(a) {
+          return Effect.as(restore, a)
+        }
+      })
+    )
+  })
