@@ -77,7 +77,7 @@ Effect.runPromise(Effect.gen(function*() {
     for (const mode of modes) {
       const step = yield* stepOf(mode)
       const one = (m: (typeof messages)[number]) =>
-        step({ msg: m as never, subject: m.subject, stream: "S", consumer: "c", streamSequence: m.info.streamSequence, deliveryCount: 1 })
+        step({ msg: m as never, subject: m.subject })
       const t0 = performance.now()
       yield* Effect.forEach(messages, one, { discard: true })
       const dt = performance.now() - t0

@@ -120,18 +120,8 @@ export const defaultRedelivery: Schedule.Schedule<unknown, unknown> = Schedule.e
   Schedule.either(Schedule.spaced("1 minute"))
 )
 
-/** The delivery of a message: its JetStream metadata is parsed from its reply subject. */
-const delivery = (msg: JsMsg): Middleware.Delivery => {
-  const info = msg.info
-  return {
-    msg,
-    subject: msg.subject,
-    stream: info.stream,
-    consumer: info.consumer,
-    streamSequence: info.streamSequence,
-    deliveryCount: info.deliveryCount
-  }
-}
+/** The delivery of a message (its JetStream metadata is parsed from its reply subject when first read). */
+const delivery = (msg: JsMsg): Middleware.Delivery => ({ msg, subject: msg.subject })
 
 /**
  * Start a consumer in the current scope. It runs until the scope closes, then

@@ -57,12 +57,14 @@ import * as Tracing from "./Tracing.js"
  * @category models
  */
 export interface Delivery {
+  /**
+   * The JetStream message. Its metadata (`msg.info`: stream, consumer,
+   * stream sequence, delivery count, ...) is parsed from the reply subject
+   * when first read, so a stage that does not need it does not pay for it.
+   */
   readonly msg: JsMsg
+  /** `msg.subject`. */
   readonly subject: string
-  readonly stream: string
-  readonly consumer: string
-  readonly streamSequence: number
-  readonly deliveryCount: number
   readonly envelope?: Envelope.Envelope<unknown> | undefined
   readonly handler?: Handler.Any | undefined
 }
@@ -221,7 +223,7 @@ export const settle = (settings: Settings): Middleware => (next) => (d) => {
         return Cause.isInterruptedOnly(cause)
           ? Effect.failCause(cause as Cause.Cause<never>)
           : Effect.flatMap(
-            redeliveryDelay(settings.redelivery, d.deliveryCount),
+            redeliveryDelay(settings.redelivery, d.msg.info.deliveryCount),
             (delay) => apply(settings, d, Outcome.nak(delay, Cause.pretty(cause)))
           )
       },
@@ -277,22 +279,22 @@ const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect
         reason: outcome.reason,
         errorTag: outcome.errorTag,
         errorMessage: outcome.message,
-        attempts: d.deliveryCount,
-        stream: d.stream,
-        consumer: d.consumer,
-        sequence: d.streamSequence,
+        attempts: d.msg.info.deliveryCount,
+        stream: d.msg.info.stream,
+        consumer: d.msg.info.consumer,
+        sequence: d.msg.info.streamSequence,
         storedAt: Math.floor(d.msg.info.timestampNanos / 1e6)
       }).pipe(
         Effect.zipRight(Effect.sync(() =>
           settings.termWithReason ? d.msg.term(`${outcome.reason}: ${outcome.message}`.slice(0, 256)) : d.msg.term()
         )),
         Effect.zipRight(Metric.increment(Metrics.deadLettered)),
-        Effect.zipRight(Effect.logWarning(`dead-lettered ${d.subject}#${d.streamSequence}: ${outcome.reason}: ${outcome.message}`)),
+        Effect.zipRight(Effect.logWarning(`dead-lettered ${d.subject}#${d.msg.info.streamSequence}: ${outcome.reason}: ${outcome.message}`)),
         Effect.catchAll((error) =>
           // the DLQ is unavailable: keep the message, it comes back later
           Effect.zipRight(
-            Effect.logError(`cannot dead-letter ${d.subject}#${d.streamSequence}, will retry: ${error.message}`),
-            Effect.flatMap(redeliveryDelay(settings.redelivery, d.deliveryCount), (delay) =>
+            Effect.logError(`cannot dead-letter ${d.subject}#${d.msg.info.streamSequence}, will retry: ${error.message}`),
+            Effect.flatMap(redeliveryDelay(settings.redelivery, d.msg.info.deliveryCount), (delay) =>
               Effect.sync(() => d.msg.nak(Duration.toMillis(delay))))
           )
         ),
@@ -330,8 +332,8 @@ export const trace = (settings: Settings): Middleware => {
       attributes: {
         ...span.attributes,
         [Tracing.Attributes.messageId]: d.msg.headers?.get(Envelope.HeaderNames.msgId) ?? "",
-        [Tracing.Attributes.deliveryCount]: d.deliveryCount,
-        [Tracing.Attributes.streamSequence]: d.streamSequence
+        [Tracing.Attributes.deliveryCount]: d.msg.info.deliveryCount,
+        [Tracing.Attributes.streamSequence]: d.msg.info.streamSequence
       },
       ...(Option.isSome(parent) ? { parent: parent.value } : {})
     })
@@ -349,14 +351,10 @@ type Decoding = Outcome | Decoded
 
 const isOutcome = (decoding: Decoding): decoding is Outcome => "_tag" in decoding
 
-/** The delivery as the stages after decode see it (its fields read one by one: `d` may compute them). */
+/** The delivery as the stages after decode see it. */
 const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
   msg: d.msg,
   subject: d.subject,
-  stream: d.stream,
-  consumer: d.consumer,
-  streamSequence: d.streamSequence,
-  deliveryCount: d.deliveryCount,
   envelope: decoded.envelope,
   handler: decoded.handler
 })
@@ -460,15 +458,15 @@ const recovery = (settings: Settings) => {
       if (settings.isPermanent(error)) {
         return Effect.succeed(Outcome.deadLetter("Permanent", errorTag(error), errorMessage(error)))
       }
-      if (d.deliveryCount >= settings.maxDeliver) {
+      if (d.msg.info.deliveryCount >= settings.maxDeliver) {
         return Effect.succeed(Outcome.deadLetter(
           "MaxDeliveries",
           errorTag(error),
-          `failed ${d.deliveryCount} deliveries; last error: ${errorMessage(error)}`
+          `failed ${d.msg.info.deliveryCount} deliveries; last error: ${errorMessage(error)}`
         ))
       }
       return Effect.map(
-        redeliveryDelay(settings.redelivery, d.deliveryCount),
+        redeliveryDelay(settings.redelivery, d.msg.info.deliveryCount),
         (delay) => Outcome.nak(delay, errorMessage(error))
       )
     }

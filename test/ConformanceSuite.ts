@@ -636,7 +636,7 @@ export const transportConformance = <R>(t: Transport<R>): void =>
           ackWait: "1 second",
           maxDeliver: 2,
           // no settle stage: like a worker that crashes on the message every time
-          pipeline: (m) => [(next) => (d) => Effect.zipRight(Ref.update(deliveries, (xs) => [...xs, d.deliveryCount]), next(d)), m.decode],
+          pipeline: (m) => [(next) => (d) => Effect.zipRight(Ref.update(deliveries, (xs) => [...xs, d.msg.info.deliveryCount]), next(d)), m.decode],
           handlers: [Handler.make(Placed, () => Effect.void)]
         })
         const ack = yield* publisher.publish(Placed, { orderId: "o-crash", n: 1 })

@@ -395,7 +395,7 @@ describe("Consumer pipeline customisation and the max-deliveries watcher", () =>
         const seen = yield* Ref.make<Array<number>>([])
         // a middleware of our own, recording delivery counts
         const record: Middleware.Middleware = (next) => (d) =>
-          Effect.zipRight(Ref.update(seen, (xs) => [...xs, d.deliveryCount]), next(d))
+          Effect.zipRight(Ref.update(seen, (xs) => [...xs, d.msg.info.deliveryCount]), next(d))
         yield* Consumer.make({
           stream,
           durable: unique("crashy"),

@@ -163,9 +163,9 @@ export const dedupConformance = <R>(store: DedupStore<R>) =>
         const deliveries = yield* Ref.make<Array<number>>([])
         const loseFirstAck: Middleware.Middleware = (next) => (d) =>
           Effect.zipRight(
-            Ref.update(deliveries, (xs) => [...xs, d.deliveryCount]),
+            Ref.update(deliveries, (xs) => [...xs, d.msg.info.deliveryCount]),
             Effect.map(next(d), (outcome) =>
-              d.deliveryCount === 1 && outcome._tag === "Ack" ? Middleware.Outcome.nak(0, "ack lost") : outcome)
+              d.msg.info.deliveryCount === 1 && outcome._tag === "Ack" ? Middleware.Outcome.nak(0, "ack lost") : outcome)
           )
         const { durable, handled } = yield* countingConsumer(stream, dedup, {
           pipeline: (m) => [m.settle, m.trace, m.decode, loseFirstAck, m.retry, m.dedup]

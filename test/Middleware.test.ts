@@ -131,11 +131,7 @@ const run = (dedup: Dedup.Dedup["Type"]) =>
       const msg = message(calls, body, deliveryCount, ++seq)
       const outcome = yield* step({
         msg: msg as never,
-        subject: msg.subject,
-        stream: "S",
-        consumer: "c",
-        streamSequence: seq,
-        deliveryCount
+        subject: msg.subject
       })
       outcomes.push(`${seq}:${outcome._tag}:${outcome._tag === "DeadLetter" ? outcome.reason : outcome.reason}`)
     }
