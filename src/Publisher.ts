@@ -360,10 +360,11 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
       return span
     }
 
-    const publishNow = (p: Prepared): Promise<PubAck> => js.publish(p.message.subject, p.payload, p.headers, timeout)
+    // the one JetStream publish of a prepared message (the effect `attempt` and the window both call it)
+    const jsPublish = (p: Prepared): Promise<PubAck> => js.publish(p.message.subject, p.payload, p.headers, timeout)
 
     const attempt = (p: Prepared) =>
-      Effect.tryPromise({ try: () => publishNow(p), catch: NatsError.fromCause("Publisher.publish", p.message.subject) })
+      Effect.tryPromise({ try: () => jsPublish(p), catch: NatsError.fromCause("Publisher.publish", p.message.subject) })
 
     /** After a failed publish: retry transient failures with the Schedule, then fail (and dead-letter, if configured). */
     const recover = (p: Prepared, first: NatsError.NatsError): Effect.Effect<Ack, PublishError> =>
@@ -420,7 +421,7 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
         // what `send` dies with (e.g. a header nats.js refuses)
         return done(Exit.die(defect))
       }
-      publishNow(p).then(
+      jsPublish(p).then(
         (ack) => {
           if (lane.over()) return
           Metrics.published.unsafeUpdate(1, lane.labels)
