@@ -31,7 +31,7 @@
  * | `OTEL_SERVICE_NAME` | `service.name` of the resource |
  * | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,...` (percent-encoded) resource attributes |
  * | `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_EXPORT_TIMEOUT`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | batch span processor tuning (milliseconds, counts) |
- * | `LOG_FORMAT` | `text` (logfmt, default) or `json` |
+ * | `LOG_FORMAT` | `text` (logfmt, default), `json`, or `none` (the loggers are left as they are) |
  *
  * OTLP spans go through a `BatchSpanProcessor` to an OTLP/HTTP exporter
  * (`@opentelemetry/exporter-trace-otlp-http`); console spans through a
@@ -190,8 +190,13 @@ export interface Options {
   readonly batch?: BatchOptions | undefined
   /** Metrics export. */
   readonly metrics?: MetricsOptions | undefined
-  /** Log line format (`LOG_FORMAT`, default `text`). */
-  readonly logFormat?: LogFormat | undefined
+  /**
+   * Log line format (`LOG_FORMAT`, default `text`): the layer replaces
+   * Effect's default logger with {@link logger}. `none` leaves the loggers
+   * alone (when the application installs its own: two replacements of the
+   * default logger would both write).
+   */
+  readonly logFormat?: LogFormat | "none" | undefined
   /** Bound on the final flush when the layer's scope closes (default 3 s). */
   readonly shutdownTimeout?: Duration.DurationInput | undefined
 }
@@ -234,7 +239,7 @@ export interface Settings {
   readonly timeout: Duration.Duration | undefined
   readonly batch: BatchOptions
   readonly metrics: MetricsSettings
-  readonly logFormat: LogFormat
+  readonly logFormat: LogFormat | "none"
   readonly shutdownTimeout: Duration.Duration
 }
 
@@ -381,7 +386,7 @@ export const config: Config.Config<Options> = Config.all({
   metricExportTimeout: positive("OTEL_METRIC_EXPORT_TIMEOUT"),
   prometheusHost: Config.option(Config.nonEmptyString("OTEL_EXPORTER_PROMETHEUS_HOST")),
   prometheusPort: Config.option(Config.port("OTEL_EXPORTER_PROMETHEUS_PORT")),
-  logFormat: Config.option(Config.literal("text", "json")("LOG_FORMAT"))
+  logFormat: Config.option(Config.literal("text", "json", "none")("LOG_FORMAT"))
 }).pipe(Config.map((c): Options => ({
   disabled: c.disabled,
   exporter: Option.getOrUndefined(c.exporter),
@@ -617,7 +622,7 @@ const metricsLayer = (settings: Settings) =>
  * (the innermost span of the fiber's context): `text` writes logfmt, with
  * them among the annotations; `json` writes one object a line, with them as
  * top-level fields (what log shippers join on). Written with `console.log`
- * of the fiber's `Console`.
+ * of the fiber's `Console` (`console.error` with `stderr: true`).
  *
  * @example
  * ```ts
@@ -632,7 +637,10 @@ const metricsLayer = (settings: Settings) =>
  * @since 0.2.0
  * @category logging
  */
-export const logger = (format: LogFormat = "text"): Logger.Logger<unknown, void> => {
+export const logger = (
+  format: LogFormat = "text",
+  options: { readonly stderr?: boolean | undefined } = {}
+): Logger.Logger<unknown, void> => {
   const spanOf = (context: FiberRefs.FiberRefs) =>
     Context.getOption(FiberRefs.getOrDefault(context, FiberRef.currentContext), Tracer.ParentSpan)
   const line: Logger.Logger<unknown, string> = format === "json"
@@ -654,7 +662,7 @@ export const logger = (format: LogFormat = "text"): Logger.Logger<unknown, void>
           : options
       )
     })
-  return Logger.withConsoleLog(line)
+  return options.stderr === true ? Logger.withConsoleError(line) : Logger.withConsoleLog(line)
 }
 
 /**
@@ -666,7 +674,7 @@ export const logger = (format: LogFormat = "text"): Logger.Logger<unknown, void>
  * @category layers
  */
 export const layerSettings = (settings: Settings): Layer.Layer<never, TelemetryError> => {
-  const logs = Logger.replace(Logger.defaultLogger, logger(settings.logFormat))
+  const logs = settings.logFormat === "none" ? Layer.empty : Logger.replace(Logger.defaultLogger, logger(settings.logFormat))
   const m = settings.metrics
   if (settings.exporters.length === 0 && m.exporters.length === 0) return logs
   const attributes: Record<string, string> = { ...settings.resourceAttributes }
