@@ -15,7 +15,7 @@
  * `OTEL_EXPORTER_OTLP_ENDPOINT`; a port already taken only skips it), with the
  * payments consumer's lag and the DLQ depth polled every second.
  * `npm run demo -- --serve` keeps serving after the summary, until Ctrl-C, for
- * a Prometheus + Grafana to scrape (dashboard: `examples/grafana/effect-nats.json`).
+ * a Prometheus + Grafana to scrape (dashboard: `packages/opentelemetry/grafana/effect-nats.json`).
  *
  * Output: progress, a readable summary, then one JSON line, always the last
  * line on stdout: `{"published":N,"handled":N,"duplicatesSkipped":N,"deadLettered":N,"lost":0}`.
@@ -85,7 +85,7 @@ const Observability = Layer.unwrapEffect(Effect.gen(function*() {
   yield* Console.log(
     settings.metrics.exporters.includes("prometheus")
       ? `metrics: http://${host ?? "localhost"}:${port}/metrics while the demo runs (--serve: until Ctrl-C); ` +
-        "Grafana dashboard: examples/grafana/effect-nats.json"
+        "Grafana dashboard: packages/opentelemetry/grafana/effect-nats.json"
       : `metrics: exported to ${settings.metrics.exporters.join(", ") || "nothing"} (OTEL_METRICS_EXPORTER)`
   )
   return Telemetry.layerSettings(settings).pipe(

@@ -11,10 +11,12 @@ import {
   Event,
   Handler,
   JetStream,
+  Metrics,
   Publisher,
   Tracing
 } from "effect-nats"
 import { spawn } from "node:child_process"
+import * as fs from "node:fs"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as path from "node:path"
@@ -318,6 +320,19 @@ describe("Telemetry", () => {
       expect(sample("messaging_process_duration_bucket", { le: "+Inf" })?.value).toBe(1)
       expect(scrape.body).toContain("# UNIT messaging_process_duration s")
     }).pipe(Effect.provide(CollectorLive)))
+
+  it("the Grafana dashboard queries every toolkit metric, by the names the Prometheus exporter gives them", () => {
+    const dashboard = JSON.parse(
+      fs.readFileSync(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../grafana/effect-nats.json"), "utf8")
+    ) as { readonly panels: ReadonlyArray<{ readonly targets?: ReadonlyArray<{ readonly expr: string }> }> }
+    const exprs = dashboard.panels.flatMap((p) => p.targets ?? []).map((t) => t.expr)
+    const used = new Set(exprs.flatMap((e) => [...e.matchAll(/\bmessaging_[a-z_]+(?=\{)/g)].map((m) => m[0])))
+    // Prometheus: dots become underscores; counters get _total, histograms _bucket/_count/_sum
+    const base = (name: string) => name.replace(/_(total|bucket|count|sum)$/, "")
+    const known = new Set(Object.values(Metrics.Names).map((n) => n.replace(/\./g, "_")))
+    for (const name of used) expect(known, name).toContain(base(name))
+    expect(new Set([...used].map(base))).toEqual(known)
+  })
 
   it.live("a log line written in a span carries the trace_id and span_id of that span (JSON and text formats)", () =>
     Effect.gen(function*() {
