@@ -5,9 +5,12 @@
  * conventions' own; what is NATS-specific is under `messaging.nats.*`. Every
  * metric carries `messaging.system=nats` (in its key: no cost per update).
  *
- * A consumer's metrics also carry `messaging.consumer.group.name` (its durable)
- * and `messaging.nats.stream`; to tell other fibers apart, run them under
- * `Effect.tagMetrics` (forked fibers inherit the tags).
+ * The pipeline's metrics also carry the metric tags of the fiber that records
+ * them: to tell consumers apart, run each one under `Effect.tagMetrics` (its
+ * worker fibers inherit the tags), with the conventions' key:
+ * `Consumer.make(options).pipe(Effect.tagMetrics("messaging.consumer.group.name", "payments"))`.
+ * The lag gauges carry `messaging.consumer.group.name` and
+ * `messaging.nats.stream` always.
  *
  * Read them with `Metric.value`, or export them (OTLP, Prometheus) with
  * `Telemetry.layer` of `@effect-nats/opentelemetry`, which also reports the
