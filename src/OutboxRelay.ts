@@ -157,7 +157,7 @@ export const make = (
       yield* Metric.set(Metrics.outboxPending, stats.pending)
       yield* Metric.set(
         Metrics.outboxLag,
-        Option.match(stats.oldestPendingAt, { onNone: () => 0, onSome: (at) => Math.max(0, now - at) })
+        Option.match(stats.oldestPendingAt, { onNone: () => 0, onSome: (at) => Math.max(0, now - at) / 1000 })
       )
     })
 

@@ -25,6 +25,8 @@ export * as Handler from "./Handler.js"
 /** @since 0.1.0 */
 export * as JetStream from "./JetStream.js"
 /** @since 0.2.0 */
+export * as Lag from "./Lag.js"
+/** @since 0.2.0 */
 export * as Limits from "./Limits.js"
 /** @since 0.1.0 */
 export * as Metrics from "./Metrics.js"

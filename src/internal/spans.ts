@@ -1,10 +1,11 @@
 /**
- * The one place the toolkit's messaging span options are built
- * (OpenTelemetry messaging conventions, keys from `Tracing.Attributes`).
+ * The one place the toolkit's messaging span options and per-consumer metric
+ * labels are built (OpenTelemetry messaging conventions, keys from
+ * `Tracing.Attributes`).
  *
  * @internal
  */
-import type { Tracer } from "effect"
+import { MetricLabel, type Tracer } from "effect"
 import { Attributes } from "../Tracing.js"
 
 /** The messaging operations the toolkit's spans stand for. */
@@ -38,3 +39,13 @@ export const messagingSpan = (
     ...extra
   }
 })
+
+/**
+ * The metric labels of a durable consumer (`messaging.consumer.group.name`,
+ * `messaging.nats.stream`), the same keys as its spans. Built once per
+ * consumer (the lag gauges).
+ */
+export const consumerLabels = (stream: string, durable: string): ReadonlyArray<MetricLabel.MetricLabel> => [
+  MetricLabel.make(Attributes.consumerGroup, durable),
+  MetricLabel.make(Attributes.stream, stream)
+]

@@ -1,6 +1,8 @@
 /**
- * OpenTelemetry wiring for effect-nats services: spans exported over OTLP/HTTP
- * or to the console, configured from the standard `OTEL_*` variables.
+ * Observability for effect-nats services in one layer: spans and metrics
+ * exported over OTLP/HTTP (metrics also as a Prometheus `/metrics` endpoint),
+ * configured from the standard `OTEL_*` variables, and log lines that carry
+ * the trace.
  *
  * @since 0.1.0
  */
