@@ -19,7 +19,7 @@
  */
 import { JetStreamApiCodes, JetStreamApiError, StorageType } from "@nats-io/jetstream"
 import type { KvEntry } from "@nats-io/kv"
-import { Clock, Context, Data, Duration, Effect, Either, Layer, Option } from "effect"
+import { Cause, Clock, Context, Data, Duration, Effect, Either, Layer, Option } from "effect"
 import type * as Envelope from "./Envelope.js"
 import { JetStream, type KvStore } from "./JetStream.js"
 import * as Json from "./internal/json.js"
@@ -94,7 +94,89 @@ export class Dedup extends Context.Tag("effect-nats/Dedup")<Dedup, {
    * runs the effect as it is.
    */
   readonly transaction: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | DedupError, R>
+  /**
+   * Handle once by `key`: claim it; when claimed, run `self` and the commit
+   * as one unit (`transaction`), and release the claim if that fails or is
+   * interrupted. Succeeds with what `self` gives, or with `NotClaimed` (a
+   * duplicate, a claim held elsewhere, or a commit that lost to a concurrent
+   * worker's). The consumer's dedup stage calls only this. {@link make}
+   * builds it from the four operations above; a store may implement it in
+   * fewer steps (the memory store does), and every store passes the same
+   * conformance suite through it.
+   */
+  readonly guard: <A, E, R>(key: string, self: Effect.Effect<A, E, R>) => Effect.Effect<A | NotClaimed, E | DedupError, R>
 }>() {}
+
+/**
+ * What {@link Dedup.guard} gives when the message is not handled here:
+ * `Duplicate` (already handled: ack it) or `InProgress` (another worker holds
+ * the claim: try later).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class NotClaimed extends Data.Class<{ readonly claim: Exclude<ClaimResult, "Claimed"> }> {
+  /** The result for a duplicate. */
+  static readonly Duplicate = new NotClaimed({ claim: "Duplicate" })
+  /** The result for a claim held by another worker. */
+  static readonly InProgress = new NotClaimed({ claim: "InProgress" })
+}
+
+/**
+ * Is this result of {@link Dedup.guard} a message not handled here?
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isNotClaimed = (u: unknown): u is NotClaimed => u instanceof NotClaimed
+
+const notClaimedOf = (claim: Exclude<ClaimResult, "Claimed">): NotClaimed =>
+  claim === "Duplicate" ? NotClaimed.Duplicate : NotClaimed.InProgress
+
+/** A commit that found the key committed by a concurrent worker (SQL stores): its effect stands, ours rolled back. */
+const isConflict = (cause: Cause.Cause<unknown>) =>
+  Option.exists(Cause.failureOption(cause), (e) => e instanceof DedupError && e.reason === "Conflict")
+
+/**
+ * Make a store from its key and four operations; `guard` is claim, then
+ * `transaction(self + commit)`, then release on failure or interruption.
+ *
+ * @example
+ * ```ts
+ * import { Dedup } from "effect-nats"
+ * import { Effect } from "effect"
+ *
+ * const seen = new Set<string>()
+ * const store = Dedup.make({
+ *   key: Dedup.keyOf("id"),
+ *   claim: (key) => Effect.sync(() => (seen.has(key) ? "Duplicate" : "Claimed")),
+ *   commit: (key) => Effect.sync(() => void seen.add(key)),
+ *   release: () => Effect.void,
+ *   transaction: (self) => self
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (store: Omit<Dedup["Type"], "guard">): Dedup["Type"] =>
+  Dedup.of({
+    ...store,
+    guard: <A, E, R>(key: string, self: Effect.Effect<A, E, R>) =>
+      Effect.flatMap(store.claim(key), (claim): Effect.Effect<A | NotClaimed, E | DedupError, R> =>
+        claim !== "Claimed"
+          ? Effect.succeed(notClaimedOf(claim))
+          : Effect.uninterruptibleMask((restore) =>
+            Effect.catchAllCause(
+              restore(store.transaction(Effect.zipLeft(self, store.commit(key)))),
+              (cause) =>
+                Effect.zipRight(
+                  Effect.ignore(store.release(key)),
+                  isConflict(cause) ? Effect.succeed(NotClaimed.Duplicate) : Effect.failCause(cause)
+                )
+            )
+          ))
+  })
 
 /**
  * Options shared by the stores.
@@ -195,7 +277,25 @@ export const makeMemory = (options: MemoryOptions = {}) =>
       claim: (key) => Effect.clockWith((clock) => Effect.succeed(state.claim(key, clock.unsafeCurrentTimeMillis()))),
       commit: (key) => Effect.clockWith((clock) => Effect.succeed(state.commit(key, clock.unsafeCurrentTimeMillis()))),
       release: (key) => Effect.sync(() => state.release(key)),
-      transaction: (self) => self
+      transaction: (self) => self,
+      // what `make` builds, in fewer steps: the store's state changes are plain calls inside one region
+      guard: <A, E, R>(key: string, self: Effect.Effect<A, E, R>) =>
+        Effect.clockWith((clock): Effect.Effect<A | NotClaimed, E, R> => {
+          const claim = state.claim(key, clock.unsafeCurrentTimeMillis())
+          if (claim !== "Claimed") return Effect.succeed(notClaimedOf(claim))
+          return Effect.uninterruptibleMask((restore) =>
+            Effect.matchCauseEffect(restore(self), {
+              onFailure(cause) {
+                state.release(key)
+                return Effect.failCause(cause)
+              },
+              onSuccess(a) {
+                state.commit(key, clock.unsafeCurrentTimeMillis())
+                return Effect.succeed(a)
+              }
+            })
+          )
+        })
     })
   })
 
@@ -355,7 +455,7 @@ export const makeKv = (options: KvOptions = {}): Effect.Effect<Dedup["Type"], De
           : Effect.asVoid(kvWrite("release", () => kv.delete(encode(key), { previousSeq: revision }).then(() => revision)))
       })
 
-    return Dedup.of({ key: keyOf(options.key ?? "id", options.namespace), claim, commit, release, transaction: (self) => self })
+    return make({ key: keyOf(options.key ?? "id", options.namespace), claim, commit, release, transaction: (self) => self })
   })
 
 /**

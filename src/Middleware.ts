@@ -39,7 +39,7 @@ import {
   Schedule
 } from "effect"
 import type * as DeadLetter from "./DeadLetter.js"
-import type * as Dedup from "./Dedup.js"
+import * as Dedup from "./Dedup.js"
 import * as Envelope from "./Envelope.js"
 import * as Causation from "./internal/causation.js"
 import * as Json from "./internal/json.js"
@@ -492,34 +492,12 @@ const recovery = (settings: Settings) => {
 export const dedup = (settings: Settings): Middleware => {
   if (Option.isNone(settings.dedup)) return (next) => next
   const store = settings.dedup.value
-  return (next) => {
-    // handle and commit in the store's transaction; release the claim on any failure or interruption
-    const claimed = (d: Delivery, key: string) =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.catchAllCause(
-          restore(store.transaction(Effect.flatMap(next(d), (outcome) => Effect.as(store.commit(key), outcome)))),
-          (cause) =>
-            Effect.zipRight(
-              Effect.ignore(store.release(key)),
-              isConflict(cause) ? Effect.succeed(Outcome.duplicate) : Effect.failCause(cause)
-            )
-        )
-      )
-    return (d) => {
-      if (d.envelope === undefined) return next(d)
-      const key = store.key(d.envelope)
-      return Effect.flatMap(store.claim(key), (claim) =>
-        claim === "Claimed" ? claimed(d, key) : Effect.succeed(notClaimed(claim, key)))
-    }
+  return (next) => (d) => {
+    if (d.envelope === undefined) return next(d)
+    const key = store.key(d.envelope)
+    return Effect.map(store.guard(key, next(d)), (r) => Dedup.isNotClaimed(r) ? notClaimed(r.claim, key) : r)
   }
 }
-
-/** Another worker committed the same key first (SQL stores): its effect stands, ours rolled back. */
-const isConflict = (cause: Cause.Cause<unknown>) =>
-  Option.exists(
-    Cause.failureOption(cause),
-    (e) => typeof e === "object" && e !== null && "_tag" in e && e._tag === "DedupError" && "reason" in e && e.reason === "Conflict"
-  )
 
 /** The outcome of a claim that did not succeed: a duplicate, or a key held by another worker (retried later). */
 const notClaimed = (claim: Exclude<Dedup.ClaimResult, "Claimed">, key: string): Outcome =>

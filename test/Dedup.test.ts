@@ -1,5 +1,5 @@
-import { describe, expect, layer } from "@effect/vitest"
-import { DateTime, Effect, Layer, Metric, Ref } from "effect"
+import { describe, expect, it, layer } from "@effect/vitest"
+import { DateTime, Effect, Exit, Fiber, Layer, Metric, Ref } from "effect"
 import * as Consumer from "../src/Consumer.js"
 import * as Dedup from "../src/Dedup.js"
 import * as Handler from "../src/Handler.js"
@@ -195,4 +195,29 @@ describe("Dedup keys", () => {
         expect(yield* store.claim(payments.key(envelope))).toBe("Claimed")
       }))
   })
+})
+
+describe("Dedup.guard", () => {
+  // the memory store's own guard and the one `make` builds from the four operations
+  const stores = {
+    memory: Dedup.makeMemory(),
+    "make(memory operations)": Effect.map(Dedup.makeMemory(), (m) =>
+      Dedup.make({ key: m.key, claim: m.claim, commit: m.commit, release: m.release, transaction: m.transaction }))
+  }
+  for (const [name, make] of Object.entries(stores)) {
+    it.effect(`${name}: handles once, a duplicate after, and releases the claim on failure and interruption`, () =>
+      Effect.gen(function*() {
+        const store = yield* make
+        expect(yield* Effect.exit(store.guard("failed", Effect.fail("boom")))).toEqual(Exit.fail("boom"))
+        expect(yield* store.claim("failed")).toBe("Claimed")
+        const fiber = yield* Effect.fork(store.guard("interrupted", Effect.never))
+        yield* Effect.yieldNow()
+        expect(yield* store.claim("interrupted")).toBe("InProgress")
+        yield* Fiber.interrupt(fiber)
+        expect(yield* store.claim("interrupted")).toBe("Claimed")
+        expect(yield* store.guard("k", Effect.succeed(1))).toBe(1)
+        expect(yield* store.guard("k", Effect.succeed(2))).toBe(Dedup.NotClaimed.Duplicate)
+        expect(Dedup.isNotClaimed(yield* store.guard("failed", Effect.succeed(3)))).toBe(true)
+      }))
+  }
 })

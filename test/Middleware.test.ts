@@ -198,8 +198,8 @@ describe("Middleware default pipeline", () => {
     Effect.gen(function*() {
       const memory = yield* Dedup.makeMemory()
       const log: Array<string> = []
-      const store = Dedup.Dedup.of({
-        ...memory,
+      const store = Dedup.make({
+        key: memory.key,
         claim: (key) => Effect.tap(memory.claim(key), (r) => Effect.sync(() => log.push(`claim ${key}: ${r}`))),
         commit: (key) => Effect.zipRight(Effect.sync(() => log.push(`commit ${key}`)), memory.commit(key)),
         release: (key) => Effect.zipRight(Effect.sync(() => log.push(`release ${key}`)), memory.release(key)),

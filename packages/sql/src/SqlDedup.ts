@@ -111,7 +111,7 @@ export const make = (
         Effect.forkScoped
       )
 
-    return Dedup.Dedup.of({
+    return Dedup.make({
       key: Dedup.keyOf(options.key ?? "id", options.namespace),
       claim,
       commit,
