@@ -40,6 +40,18 @@ export interface ClusterNode {
 /**
  * What `STREAM.INFO` / `CONSUMER.INFO` say of a replicated asset's RAFT group.
  *
+ * @example
+ * ```ts
+ * import { NatsTestCluster } from "@effect-nats/testing"
+ * import { Effect } from "effect"
+ *
+ * Effect.gen(function*() {
+ *   const cluster = yield* NatsTestCluster.NatsTestCluster
+ *   const p = yield* cluster.streamPlacement("ORDERS")
+ *   // p.leader: "n2"; p.replicas: [{ name: "n1", current: true }, { name: "n3", current: true }]
+ * })
+ * ```
+ *
  * @since 0.1.0
  * @category models
  */
@@ -66,6 +78,19 @@ const decodeReply = Schema.decodeUnknown(Schema.parseJson(ApiReply))
  * A running cluster. Operations run on the live clock (real time also under
  * `it.effect`'s TestClock). Node names are `n1` .. `nN`; an unknown name fails
  * with reason `UnknownNode`.
+ *
+ * @example
+ * ```ts
+ * import { NatsTestCluster } from "@effect-nats/testing"
+ * import { Effect } from "effect"
+ *
+ * Effect.gen(function*() {
+ *   const cluster = yield* NatsTestCluster.NatsTestCluster
+ *   const leader = yield* cluster.consumerLeader("ORDERS", "billing")
+ *   yield* cluster.kill(leader)      // SIGKILL of that node only
+ *   yield* cluster.start(leader)     // back on the same ports and store dir
+ * })
+ * ```
  *
  * @since 0.1.0
  * @category tags
