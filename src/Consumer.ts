@@ -74,6 +74,13 @@ export interface Options<H extends ReadonlyArray<Handler.Any>> {
    * several instances of a durable smaller pulls spread the load better.
    */
   readonly pullBatch?: number | undefined
+  /**
+   * The pull's idle heartbeat (default 1 s, at least 500 ms): when two are
+   * missed the pull is taken as lost (e.g. with the node that led the durable
+   * consumer) and issued again. The consumer also pulls again at once when a
+   * new consumer leader is elected and when the connection reconnects.
+   */
+  readonly heartbeat?: Duration.DurationInput | undefined
   /** How long shutdown waits for in-flight handlers (default 10 s). */
   readonly drainTimeout?: Duration.DurationInput | undefined
   /** A message whose type has no handler: `"ack"` (default, counted) or `"deadLetter"`. */
@@ -248,8 +255,9 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     })
     yield* watchMaxDeliveries({ stream: options.stream, durable: options.durable, maxDeliver, js, nats, deadLetter })
     const maxMessages = Math.max(1, Math.min(options.maxAckPending ?? 1000, options.pullBatch ?? Math.max(100, concurrency * 8)))
-    const messages = yield* Pull.start({ stream: options.stream, durable: options.durable, maxMessages, inboxes, handBack, js })
-    yield* Drain.onClose({ durable: options.durable, messages, inboxes, handBack, workers, drainTimeout })
+    const heartbeat = Duration.decode(options.heartbeat ?? "1 second")
+    const pull = yield* Pull.start({ stream: options.stream, durable: options.durable, maxMessages, heartbeat, inboxes, handBack, js, nats })
+    yield* Drain.onClose({ durable: options.durable, pull, inboxes, handBack, workers, drainTimeout })
   }) as Effect.Effect<
     void,
     JetStreamProvisionError | NatsError.NatsError,

@@ -141,6 +141,21 @@ export const callbackDefects = Metric.counter("effect_nats_callback_defects_tota
 })
 
 /**
+ * Pulls a consumer found lost and issued again, tagged `signal`: `advisory`
+ * (a new consumer leader was elected), `heartbeat` (the pull's idle
+ * heartbeats stopped) or `reconnect` (the connection reconnected). One per
+ * stall: the signals that come while it lasts re-issue the pull without
+ * counting again.
+ *
+ * @since 0.2.0
+ * @category metrics
+ */
+export const consumerStalls = Metric.counter("effect_nats_consumer_stalls_total", {
+  description: "pulls found lost (leader elected, heartbeats missed, reconnect) and issued again",
+  incremental: true
+})
+
+/**
  * Handler duration in milliseconds.
  *
  * @since 0.1.0
