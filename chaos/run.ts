@@ -20,6 +20,7 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Duration, Effect, Logger, LogLevel, Option } from "effect"
 import { count, describeResult, jsonLine, type Result, seed } from "./lib/harness.js"
 import * as authTls from "./scenarios/authTls.js"
+import * as clusterFailover from "./scenarios/clusterFailover.js"
 import * as consumerCrash from "./scenarios/consumerCrash.js"
 import * as gracefulDrain from "./scenarios/gracefulDrain.js"
 import * as hostilePayloads from "./scenarios/hostilePayloads.js"
@@ -78,6 +79,14 @@ const scenarios: ReadonlyArray<Scenario> = [
   (() => {
     const sizes = { inputs: count("HOSTILE_INPUTS", 10_000, 1_000, q) }
     return { name: hostilePayloads.name, sizes, run: hostilePayloads.run(sizes) }
+  })(),
+  (() => {
+    const sizes = {
+      kills: ["consumer-leader", "stream-leader", "client-node"] as const,
+      rate: count("FAILOVER_RATE", 200, 100, q),
+      downMs: count("FAILOVER_DOWN_MS", 5_000, 5_000, q)
+    }
+    return { name: clusterFailover.name, sizes, run: clusterFailover.run(sizes) }
   })()
 ]
 
