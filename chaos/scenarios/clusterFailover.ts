@@ -209,6 +209,13 @@ const runNow = (options: Options): Effect.Effect<Result> => {
         toolkitClient: nodeOf(consumerNats.connection as NatsConnection),
         rawClient: nodeOf(rawNc)
       }
+      // a stepdown above loses the raw loop's pull too (~40 s): wait until both consume again
+      const arranged = Date.now()
+      const flowing = yield* waitUntil(
+        Effect.sync(() => toolkit.resumedAfter(arranged) !== undefined && (!withRaw || raw.resumedAfter(arranged) !== undefined)),
+        `${capMs} millis`
+      )
+      if (!flowing) report.note(`${kill}: the consumers did not both consume again after the leaders were arranged`)
       yield* Effect.sleep("1 second")
       const t0 = Date.now()
       yield* cluster.kill(target)
