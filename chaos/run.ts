@@ -1,9 +1,9 @@
 /**
- * The chaos suite: `npm run chaos` (full counts, ~10 minutes on 2 cores) or
- * `npm run chaos -- --quick` (about a tenth, ~2 minutes).
+ * The chaos suite: `npm run chaos` (full counts, ~6 minutes on an idle 2-core machine) or
+ * `npm run chaos -- --quick` (about a tenth, ~4 minutes: cluster-failover takes ~3).
  *
  *   --quick            about 1/10 of the counts
- *   --only=a,b         run only these scenarios (names below, or 1..8)
+ *   --only=a,b         run only these scenarios (names below, or 1..9)
  *   --list             print the scenarios and their counts, run nothing
  *
  * Counts are overridable with CHAOS_* variables (see chaos/README.md);
