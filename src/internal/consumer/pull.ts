@@ -97,12 +97,12 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
     const lock = yield* Effect.makeSemaphore(1)
     let closed = false
     const closing = new Set<Promise<void>>()
-    // the pull's generation: a stall ends with a message or heartbeat of the current pull, not of one being closed
-    let generation = 0
+    let current: ConsumerMessages | undefined
     const consume = Effect.suspend(() => {
-      const mine = ++generation
+      // a stall ends with a message or heartbeat of the current pull, not of one being closed
+      let self: ConsumerMessages | undefined
       const alive = () => {
-        if (mine === generation) stall.resumed()
+        if (self === current) stall.resumed()
       }
       return Effect.tryPromise({
         try: () =>
@@ -133,11 +133,14 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
           }),
         catch: NatsError.fromCause("Consumer.consume")
       }).pipe(
-        Effect.tap((messages) => Effect.forkIn(Failover.watchPull(messages, restart("heartbeat", messages), alive), scope))
+        Effect.tap((messages) => {
+          self = messages
+          return Effect.forkIn(Failover.watchPull(messages, restart("heartbeat", messages), alive), scope)
+        })
       )
     })
 
-    let current: ConsumerMessages = yield* consume
+    current = yield* consume
     const retire = (messages: ConsumerMessages) => {
       const done = closeMessages(messages).finally(() => closing.delete(done))
       closing.add(done)
@@ -153,7 +156,7 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
             onFailure: (e) => Effect.logError(`Consumer ${durable}: cannot pull again`, e),
             onSuccess: (messages) =>
               Effect.sync(() => {
-                retire(current)
+                if (current !== undefined) retire(current)
                 current = messages
               })
           })
@@ -163,7 +166,7 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
 
     const close = lock.withPermits(1)(Effect.sync(() => {
       closed = true
-      retire(current)
+      if (current !== undefined) retire(current)
     })).pipe(Effect.zipRight(Effect.promise(() => Promise.all(closing))), Effect.asVoid)
 
     yield* Failover.watchConnection({ stream: options.stream, durable, nats: options.nats, lost: (signal) => restart(signal) })
