@@ -45,7 +45,7 @@ layer(NatsTestCluster.layer({ nodes: 3 }), { timeout: 60_000 })("NatsTestCluster
     Effect.gen(function*() {
       const cluster = yield* NatsTestCluster.NatsTestCluster
       const nc = yield* client(cluster.urls)
-      const jsm = yield* Effect.promise(() => jetstreamManager(nc))
+      const jsm = yield* Effect.promise(() => jetstreamManager(nc, { timeout: 15_000 }))
       yield* Effect.promise(() => jsm.streams.add({ name: "R3", subjects: ["r3.>"], num_replicas: 3 }))
       yield* Effect.promise(() => jsm.consumers.add("R3", { durable_name: "d", ack_policy: "explicit" }))
       const js = jetstream(nc)
