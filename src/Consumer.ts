@@ -15,6 +15,12 @@
  * finish and settle their messages (bounded by `drainTimeout`), before the
  * connection drains.
  *
+ * On a JetStream cluster the pull can be lost with a node (the one leading
+ * the durable consumer): it is issued again as soon as a new consumer leader
+ * is elected (its advisory), two idle heartbeats are missed (`heartbeat`) or
+ * the connection reconnects; each stall is logged (when it starts and when
+ * messages come again) and counted in `Metrics.consumerStalls`.
+ *
  * Two paths dead-letter: the pipeline, when its own delivery count reaches
  * `maxDeliver` (the server's `max_deliver` is set one higher so the pipeline
  * normally has the last word), and a watcher of the server's max-deliveries
