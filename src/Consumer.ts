@@ -15,6 +15,12 @@
  * finish and settle their messages (bounded by `drainTimeout`), before the
  * connection drains.
  *
+ * On a JetStream cluster the pull can be lost with a node (the one leading
+ * the durable consumer): it is issued again as soon as a new consumer leader
+ * is elected (its advisory), two idle heartbeats are missed (`heartbeat`) or
+ * the connection reconnects; each stall is logged (when it starts and when
+ * messages come again) and counted in `Metrics.consumerStalls`.
+ *
  * Two paths dead-letter: the pipeline, when its own delivery count reaches
  * `maxDeliver` (the server's `max_deliver` is set one higher so the pipeline
  * normally has the last word), and a watcher of the server's max-deliveries
@@ -74,6 +80,13 @@ export interface Options<H extends ReadonlyArray<Handler.Any>> {
    * several instances of a durable smaller pulls spread the load better.
    */
   readonly pullBatch?: number | undefined
+  /**
+   * The pull's idle heartbeat (default 1 s, at least 500 ms): when two are
+   * missed the pull is taken as lost (e.g. with the node that led the durable
+   * consumer) and issued again. The consumer also pulls again at once when a
+   * new consumer leader is elected and when the connection reconnects.
+   */
+  readonly heartbeat?: Duration.DurationInput | undefined
   /** How long shutdown waits for in-flight handlers (default 10 s). */
   readonly drainTimeout?: Duration.DurationInput | undefined
   /** A message whose type has no handler: `"ack"` (default, counted) or `"deadLetter"`. */
@@ -238,8 +251,9 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     })
     yield* watchMaxDeliveries({ stream: options.stream, durable: options.durable, maxDeliver, js, nats, deadLetter })
     const maxMessages = Math.max(1, Math.min(options.maxAckPending ?? 1000, options.pullBatch ?? Math.max(100, concurrency * 8)))
-    const messages = yield* Pull.start({ stream: options.stream, durable: options.durable, maxMessages, inboxes, handBack, js })
-    yield* Drain.onClose({ durable: options.durable, messages, inboxes, handBack, workers, drainTimeout })
+    const heartbeat = Duration.decode(options.heartbeat ?? "1 second")
+    const pull = yield* Pull.start({ stream: options.stream, durable: options.durable, maxMessages, heartbeat, inboxes, handBack, js, nats })
+    yield* Drain.onClose({ durable: options.durable, pull, inboxes, handBack, workers, drainTimeout })
   }) as Effect.Effect<
     void,
     JetStreamProvisionError | NatsError.NatsError,

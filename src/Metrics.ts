@@ -62,6 +62,7 @@ export const Names = {
   retries: "messaging.nats.process.retries",
   timeouts: "messaging.nats.process.timeouts",
   callbackDefects: "messaging.nats.client.callback_defects",
+  consumerStalls: "messaging.nats.consumer.stalls",
   outboxPending: "messaging.nats.outbox.pending",
   outboxOldestAge: "messaging.nats.outbox.oldest_age",
   consumerPending: "messaging.nats.consumer.pending",
@@ -86,6 +87,7 @@ export const units: Readonly<Record<string, string>> = {
   [Names.retries]: "{retry}",
   [Names.timeouts]: "{message}",
   [Names.callbackDefects]: "{exception}",
+  [Names.consumerStalls]: "{stall}",
   [Names.outboxPending]: "{row}",
   [Names.outboxOldestAge]: "s",
   [Names.consumerPending]: "{message}",
@@ -223,6 +225,18 @@ export const handlerTimeouts = counter(Names.timeouts, "messages whose handling 
  * @category metrics
  */
 export const callbackDefects = counter(Names.callbackDefects, "exceptions caught in callbacks handed to nats.js")
+
+/**
+ * Pulls a consumer found lost and issued again:
+ * `messaging.nats.consumer.stalls`, tagged `signal`: `advisory` (a new
+ * consumer leader was elected), `heartbeat` (the pull's idle heartbeats
+ * stopped) or `reconnect` (the connection reconnected). One per stall: the
+ * signals that come while it lasts re-issue the pull without counting again.
+ *
+ * @since 0.2.0
+ * @category metrics
+ */
+export const consumerStalls = counter(Names.consumerStalls, "pulls found lost (leader elected, heartbeats missed, reconnect) and issued again")
 
 /**
  * Duration of a successful handler: `messaging.process.duration`, in seconds

@@ -124,7 +124,11 @@ export class PublishError extends Data.TaggedError("PublishError")<{
  * @category models
  */
 export interface Options {
-  /** Retries of transient failures (timeouts, no responders, 503). Default: exponential from 100 ms, jittered, capped at 2 s, 6 retries. */
+  /**
+   * Retries of transient failures (timeouts, no responders, 503). Default:
+   * exponential from 100 ms, jittered, capped at 1 s, for up to 15 s (a stream
+   * leader's election takes 4-8 s, answered "no responders" meanwhile).
+   */
   readonly retry?: Schedule.Schedule<unknown, NatsError.NatsError> | undefined
   /** How many publishes `publishAll` keeps in flight (default 256). */
   readonly window?: number | undefined
@@ -148,15 +152,30 @@ export interface Entry<R> {
 }
 
 /**
- * The default retry policy.
+ * The default retry policy: exponential from 100 ms, jittered, capped at 1 s,
+ * for up to 15 s. It outlasts a stream leader's election on a cluster (4-8 s
+ * on nats-server 2.9 after a node dies; the publish gets "no responders" or
+ * times out meanwhile); every retry carries the same `Nats-Msg-Id`, so a
+ * message stored by an attempt whose PubAck was lost is not stored twice.
+ *
+ * @example
+ * ```ts
+ * import { Schedule } from "effect"
+ * import { Publisher } from "effect-nats"
+ *
+ * // the same shape with a longer outage budget
+ * const PublisherLive = Publisher.layer({
+ *   retry: Schedule.exponential("100 millis").pipe(Schedule.either(Schedule.spaced("1 second")), Schedule.upTo("60 seconds"))
+ * })
+ * ```
  *
  * @since 0.1.0
  * @category constants
  */
 export const defaultRetry: Schedule.Schedule<unknown, NatsError.NatsError> = Schedule.exponential("100 millis").pipe(
   Schedule.jittered,
-  Schedule.either(Schedule.spaced("2 seconds")),
-  Schedule.intersect(Schedule.recurs(6))
+  Schedule.either(Schedule.spaced("1 second")),
+  Schedule.upTo("15 seconds")
 )
 
 /**

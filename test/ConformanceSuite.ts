@@ -12,7 +12,7 @@ import { expect } from "@effect/vitest"
 import { Capture } from "@effect-nats/testing"
 import { JetStreamApiError, type JsMsg, StorageType } from "@nats-io/jetstream"
 import { headers as natsHeaders } from "@nats-io/nats-core"
-import { Clock, Context, type Duration, Effect, Fiber, Option, Queue, Ref, Schedule, Schema, type Scope } from "effect"
+import { Clock, Context, type Duration, Effect, Exit, Fiber, Metric, Option, Queue, Ref, Schedule, Schema, Scope } from "effect"
 import {
   Command,
   CommandClient,
@@ -22,6 +22,7 @@ import {
   Event,
   Handler,
   JetStream,
+  Metrics,
   NatsClient,
   NatsError,
   Publisher
@@ -621,6 +622,47 @@ export const transportConformance = <R>(t: Transport<R>): void =>
         expect(listed.map((e) => e.record.reason)).toEqual(["MaxDeliveries"])
         const js = yield* JetStream.JetStream
         yield* eventually(Effect.map(js.consumerInfo(name, "failing"), (i) => i.num_ack_pending === 0))
+      }), 30_000)
+
+    test("Consumer: a leader-elected advisory restarts the pull: nothing lost or handled twice; the drain closes the restarted pull", () =>
+      Effect.gen(function*() {
+        const { name, prefix } = yield* tempStream()
+        const Placed = orderEvent(prefix)
+        const publisher = yield* Publisher.Publisher
+        const nats = yield* NatsClient.NatsClient
+        const js = yield* JetStream.JetStream
+        const handled = new Map<string, number>()
+        const stalls = Metric.tagged(Metrics.consumerStalls, "signal", "advisory")
+        const stallsBefore = (yield* Metric.value(stalls)).count
+        const scope = yield* Scope.make()
+        yield* Consumer.make({
+          stream: name,
+          durable: "restarted",
+          handlers: [Handler.make(Placed, (e) => Effect.sync(() => void handled.set(e.id, (handled.get(e.id) ?? 0) + 1)))]
+        }).pipe(Scope.extend(scope))
+        const publish = (from: number, to: number) =>
+          Effect.forEach(Array.from({ length: to - from }, (_, i) => from + i), (n) => publisher.publish(Placed, { orderId: `o-${n}`, n }))
+        const handledAll = (n: number) =>
+          Effect.zipRight(t.advance(t.settle), eventually(Effect.sync(() => handled.size === n)))
+        yield* publish(0, 20)
+        yield* handledAll(20)
+        // what a new consumer leader's election says (no such advisory in memory, nor on one server)
+        const advisory = `$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.${name}.restarted`
+        yield* nats.publish(advisory, "{}")
+        yield* publish(20, 30)
+        yield* nats.publish(advisory, "{}")
+        yield* publish(30, 40)
+        yield* handledAll(40)
+        expect([...handled.values()].every((c) => c === 1)).toBe(true)
+        expect((yield* Metric.value(stalls)).count).toBeGreaterThan(stallsBefore)
+        // the drain closes the pull that is current now: nothing is pulled after it
+        yield* Scope.close(scope, Exit.void)
+        yield* publish(40, 45)
+        yield* t.advance("1 second")
+        expect(handled.size).toBe(40)
+        const info = yield* js.consumerInfo(name, "restarted")
+        expect(info.num_ack_pending).toBe(0)
+        expect(info.num_pending).toBe(5)
       }), 30_000)
 
     test("Consumer: what the server gives up on (a worker that never settles) reaches the DLQ through the advisory", () =>

@@ -9,16 +9,33 @@
  *
  * @since 0.1.0
  */
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { Context, Data, Effect, Layer, Schedule, type Scope } from "effect"
+import { Context, Effect, Layer, type Scope } from "effect"
 import { JetStream, NatsClient, type NatsError } from "effect-nats"
-import { markOwner, stopOrphan, sweepStale, trackDir, untrackDir } from "./internal/cleanup.js"
 import * as Containers from "./internal/containers.js"
-import { dockerAnswers, firstLine, freePort, hostPort } from "./internal/net.js"
-import { isExecutable, killNow, live, type Proc, spawnTracked, terminate } from "./internal/process.js"
-import * as Provision from "./Provision.js"
+import { dockerAnswers, freePort, hostPort } from "./internal/net.js"
+import {
+  awaitInfo,
+  findBinary,
+  node,
+  notFoundHelp,
+  NatsTestServerError,
+  parseVersion,
+  portTaken,
+  q,
+  STOP_GRACE_MILLIS,
+  tempDir
+} from "./internal/natsNode.js"
+import { live } from "./internal/process.js"
+
+export {
+  /**
+   * A test server or cluster could not be started, stopped or asked something.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  NatsTestServerError
+} from "./internal/natsNode.js"
 
 /**
  * Where the server comes from.
@@ -138,17 +155,6 @@ export interface Options {
   readonly image?: string
 }
 
-/**
- * @since 0.1.0
- * @category errors
- */
-export class NatsTestServerError extends Data.TaggedError("NatsTestServerError")<{
-  readonly reason: "BinaryNotFound" | "StartFailed" | "StopFailed" | "ContainerFailed" | "Unsupported"
-  readonly message: string
-  readonly cause?: unknown
-}> {}
-
-const q = (s: string): string => JSON.stringify(s)
 const list = (xs: ReadonlyArray<string>): string => `[${xs.map(q).join(", ")}]`
 
 const renderPermissions = (p: NonNullable<User["permissions"]>): string => {
@@ -231,53 +237,6 @@ export const renderConfig = (
   if (options.extraConfig !== undefined) lines.push(options.extraConfig)
   return lines.join("\n") + "\n"
 }
-
-const notFoundHelp = (): string =>
-  `Install it (here: \`${Provision.installCommand("nats-server", Provision.currentHost())}\`; ` +
-  "Debian/Ubuntu: `apt-get install nats-server`; macOS: `brew install nats-server`), " +
-  "or set NATS_URL to a running server, or start a Docker engine."
-const STOP_GRACE_MILLIS = 5000
-const PID_FILE = "nats-server.pid"
-
-const parseVersion = (infoLine: string): string => {
-  if (!infoLine.startsWith("INFO ")) return "unknown"
-  try {
-    const info: unknown = JSON.parse(infoLine.slice(5))
-    if (typeof info === "object" && info !== null && "version" in info && typeof info.version === "string") {
-      return info.version
-    }
-  } catch {
-    // not JSON
-  }
-  return "unknown"
-}
-
-/** Poll `host:port` every 10 ms until it sends its INFO line; fail when `dead()` or after `timeoutMillis`. */
-const awaitInfo = (
-  host: string,
-  port: number,
-  timeoutMillis: number,
-  dead: () => string | undefined
-): Effect.Effect<string, NatsTestServerError> =>
-  Effect.suspend(() => {
-    const why = dead()
-    return why !== undefined
-      ? Effect.fail(new NatsTestServerError({ reason: "StartFailed", message: why }))
-      : firstLine(host, port, 1000).pipe(
-        Effect.mapError((cause) => new NatsTestServerError({ reason: "StartFailed", message: cause.message, cause }))
-      )
-  }).pipe(
-    Effect.retry({ schedule: Schedule.spaced("10 millis"), while: () => dead() === undefined }),
-    Effect.timeoutFail({
-      duration: timeoutMillis,
-      onTimeout: () =>
-        new NatsTestServerError({
-          reason: "StartFailed",
-          message: `nats-server did not answer on ${host}:${port} within ${timeoutMillis} ms`
-        })
-    }),
-    live
-  )
 
 interface Controls {
   readonly restart: Effect.Effect<void, NatsTestServerError>
@@ -423,135 +382,41 @@ const fromContainer = (options: Options): Effect.Effect<NatsTestServer["Type"], 
 // binary
 // ---------------------------------------------------------------------------
 
-const findBinary = (options: Options): Effect.Effect<string, NatsTestServerError> =>
-  options.binaryPath !== undefined
-    ? isExecutable(options.binaryPath)
-      ? Effect.succeed(options.binaryPath)
-      : Effect.fail(
-        new NatsTestServerError({
-          reason: "BinaryNotFound",
-          message: `nats-server not found: binaryPath ${options.binaryPath} is not an executable file. ${notFoundHelp()}`
-        })
-      )
-    // PATH and the usual dirs; as root on Debian/Ubuntu, apt-get install when absent
-    : Provision.resolve("nats-server", { steps: ["binary", "install"], neededBy: "NatsTestServer" }).pipe(
-      Effect.flatMap((found) =>
-        found._tag === "Binary"
-          ? Effect.succeed(found.path)
-          : Effect.dieMessage(`Provision.resolve gave ${found._tag} for the binary step`)
-      ),
-      Effect.mapError((e) => new NatsTestServerError({ reason: "BinaryNotFound", message: e.message, cause: e }))
-    )
-
 const fromBinary = (options: Options): Effect.Effect<NatsTestServer["Type"], NatsTestServerError, Scope.Scope> =>
   Effect.gen(function*() {
-    const binary = yield* findBinary(options)
-    const startTimeout = options.startTimeoutMillis ?? 10_000
-    const dir = yield* Effect.acquireRelease(
-      Effect.try({
-        try: () => {
-          sweepStale(os.tmpdir(), "effect-nats-nats-", (stale) => stopOrphan(path.join(stale, PID_FILE), "nats-server", "SIGKILL", 1000))
-          const d = fs.mkdtempSync(path.join(os.tmpdir(), "effect-nats-nats-"))
-          trackDir(d)
-          markOwner(d)
-          return d
-        },
-        catch: (cause) => new NatsTestServerError({ reason: "StartFailed", message: `cannot create a temp dir: ${String(cause)}`, cause })
-      }),
-      (d) =>
-        Effect.promise(() => fs.promises.rm(d, { recursive: true, force: true })).pipe(
-          Effect.zipRight(Effect.sync(() => untrackDir(d))),
-          Effect.catchAllDefect((e) => Effect.logWarning(`NatsTestServer: could not remove ${d}`, e))
-        )
-    )
-    const storeDir = path.join(dir, "js")
-    const configFile = path.join(dir, "nats-server.conf")
-    let current: Proc | undefined
-    let version = "unknown"
-
-    // registered after the dir, so it runs before the dir is removed
-    yield* Effect.addFinalizer(() =>
-      Effect.suspend(() => {
-        const proc = current
-        current = undefined
-        return proc === undefined ? Effect.void : terminate(proc, STOP_GRACE_MILLIS).pipe(
-          Effect.flatMap((done) => done ? Effect.void : Effect.logWarning(`NatsTestServer: pid ${proc.child.pid} did not exit`))
-        )
-      }).pipe(live)
-    )
-
-    const startOn = (port: number): Effect.Effect<void, NatsTestServerError> =>
-      Effect.gen(function*() {
-        if (current !== undefined && !current.hasExited()) return
-        const proc = spawnTracked(binary, ["-c", configFile], { cwd: dir })
-        current = proc
-        const dead = (): string | undefined => {
-          const exit = proc.exitInfo()
-          if (exit === undefined) return undefined
-          const how = exit.signal !== null ? `signal ${exit.signal}` : `code ${exit.code}`
-          return `nats-server exited (${how}) before answering on 127.0.0.1:${port}:\n${proc.output.lastLines(30)}`
-        }
-        const line = yield* awaitInfo("127.0.0.1", port, startTimeout, dead).pipe(
-          Effect.mapError((e) => {
-            const why = dead()
-            return new NatsTestServerError({
-              reason: "StartFailed",
-              message: why ?? `${e.message}; last log lines:\n${proc.output.lastLines(30)}`,
-              cause: e
-            })
-          }),
-          Effect.tapError(() => killNow(proc, 2000))
-        )
-        version = parseVersion(line)
-      })
-
+    const binary = yield* findBinary(options.binaryPath, "NatsTestServer")
+    const dir = yield* tempDir("NatsTestServer")
     // first start: retry on a fresh port when another process grabbed ours
-    let port = 0
-    for (let attempt = 1;; attempt++) {
-      port = yield* freePort.pipe(
-        Effect.mapError((cause) => new NatsTestServerError({ reason: "StartFailed", message: `no free port: ${cause.message}`, cause }))
-      )
-      const config = renderConfig(options, { port, storeDir }) + `pid_file: ${q(path.join(dir, PID_FILE))}\n`
-      yield* Effect.tryPromise({
-        try: () => fs.promises.writeFile(configFile, config, { mode: 0o600 }),
-        catch: (cause) => new NatsTestServerError({ reason: "StartFailed", message: `cannot write ${configFile}`, cause })
-      })
-      const result = yield* Effect.either(startOn(port))
-      if (result._tag === "Right") break
-      const inUse = /address already in use/i.test(result.left.message)
-      if (!inUse || attempt >= 3) return yield* result.left
-    }
-    const boundPort = port
-
-    const stopProc = (how: "term" | "kill"): Effect.Effect<void, NatsTestServerError> =>
-      Effect.suspend(() => {
-        const proc = current
-        if (proc === undefined || proc.hasExited()) return Effect.sync(() => (current = undefined))
-        return (how === "term" ? terminate(proc, STOP_GRACE_MILLIS) : killNow(proc, STOP_GRACE_MILLIS)).pipe(
-          Effect.flatMap((done) =>
-            done
-              ? Effect.sync(() => (current = undefined))
-              : Effect.fail(
-                new NatsTestServerError({ reason: "StopFailed", message: `nats-server pid ${proc.child.pid} did not exit` })
-              )
-          )
+    const started = yield* Effect.gen(function*() {
+      for (let attempt = 1;; attempt++) {
+        const port = yield* freePort.pipe(
+          Effect.mapError((cause) => new NatsTestServerError({ reason: "StartFailed", message: `no free port: ${cause.message}`, cause }))
         )
-      })
-    const stop = stopProc("term")
-    const start = startOn(boundPort)
+        const result = yield* Effect.either(node({
+          binary,
+          dir,
+          port,
+          render: (storeDir) => renderConfig(options, { port, storeDir }),
+          startTimeoutMillis: options.startTimeoutMillis ?? 10_000,
+          label: "NatsTestServer"
+        }))
+        if (result._tag === "Right") return result.right
+        if (!portTaken(result.left) || attempt >= 3) return yield* result.left
+      }
+    })
     const lock = yield* Effect.makeSemaphore(1)
     const controls = serialized(lock, {
-      stop,
-      start,
-      restart: Effect.zipRight(stop, start),
-      kill: stopProc("kill")
+      stop: started.stop,
+      start: started.start,
+      restart: Effect.zipRight(started.stop, started.start),
+      kill: started.kill
     })
     return NatsTestServer.of({
-      url: `nats://127.0.0.1:${boundPort}`,
-      port: boundPort,
-      storeDir,
+      url: `nats://127.0.0.1:${started.port}`,
+      port: started.port,
+      storeDir: started.storeDir,
       source: "binary",
-      serverVersion: Effect.sync(() => version),
+      serverVersion: Effect.sync(started.version),
       ...controls
     })
   })

@@ -20,6 +20,11 @@ export * as InMemoryNats from "./InMemoryNats.js"
 /**
  * @since 0.1.0
  */
+export * as NatsTestCluster from "./NatsTestCluster.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as NatsTestServer from "./NatsTestServer.js"
 
 /**

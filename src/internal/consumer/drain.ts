@@ -6,35 +6,31 @@
  *
  * @internal
  */
-import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream"
+import type { JsMsg } from "@nats-io/jetstream"
 import { Duration, Effect, Fiber, Option, type Scope } from "effect"
 import type { Inbox } from "../inbox.js"
 import type { HandBack } from "./handBack.js"
+import type { Pull } from "./pull.js"
 import type { Workers } from "./workers.js"
 
 /** Drain the consumer when the scope closes. */
 export const onClose = (options: {
   readonly durable: string
-  readonly messages: ConsumerMessages
+  readonly pull: Pull
   readonly inboxes: ReadonlyArray<Inbox<JsMsg>>
   readonly handBack: HandBack
   readonly workers: Workers
   readonly drainTimeout: Duration.DurationInput
 }): Effect.Effect<void, never, Scope.Scope> => {
-  const { durable, handBack, inboxes, messages, workers } = options
+  const { durable, handBack, inboxes, pull, workers } = options
   return Effect.addFinalizer(() =>
       Effect.gen(function*() {
         // stop: no message is started any more; the handlers running finish (bounded by drainTimeout);
         // every message not started (waiting, or still delivered by nats.js) goes back once the pull is closed
         handBack.stopping = true
         for (const inbox of inboxes) handBack.giveBack(inbox.takeAll())
-        // nats.js drops what arrives after an unsubscribe: drain the pull's subscription first (unsubscribe,
-        // then a round trip), so that what the server had already sent reaches the callback and is handed back
-        const pullSubscription = (messages as { readonly sub?: { drain(): Promise<void> } }).sub
-        yield* Effect.promise(async () => {
-          await pullSubscription?.drain().catch(() => undefined)
-          await messages.close().catch(() => undefined)
-        }).pipe(Effect.interruptible, Effect.timeoutOption("5 seconds"))
+        // close the current pull (and any being replaced): what the server had already sent is handed back
+        yield* pull.close.pipe(Effect.interruptible, Effect.timeoutOption("5 seconds"))
         handBack.closePull()
         for (const inbox of inboxes) inbox.close()
         const finished = yield* Fiber.joinAll(workers.fibers()).pipe(
