@@ -1,13 +1,18 @@
 /**
- * README code blocks are code: every ```ts block of README.md and the
- * package READMEs is written to `.docs-check/` (inside the repo, so the
- * workspace packages resolve as a user's imports would) and type-checked
- * with tsc against the public API. A block that is deliberately a fragment
- * is preceded by `<!-- not-checked: why -->`; a block preceded by
- * `<!-- runs: test -->` (a vitest file) or `<!-- runs: main -->` (a program)
- * is also run, by test/Docs.test.ts.
+ * Documentation is code: every ```ts block of README.md and the package
+ * READMEs, and every `@example` in the doc comments of the public modules
+ * (`src/*.ts`, `packages/* /src/*.ts`), is written to `.docs-check/` (inside
+ * the repo, so the workspace packages resolve as a user's imports would) and
+ * type-checked with tsc against the public API. The examples import a user's
+ * events, commands and handlers as `./events.js`, `./billing.js` and
+ * `./handlers.js`: scripts/docs-fixtures/ provides them.
  *
- * `npm run check-docs` exits non-zero when a block stops compiling.
+ * A README block that is deliberately a fragment is preceded by
+ * `<!-- not-checked: why -->`; a block preceded by `<!-- runs: test -->` (a
+ * vitest file) or `<!-- runs: main -->` (a program) is also run, by
+ * test/Docs.test.ts.
+ *
+ * `npm run check-docs` exits non-zero when a block or an example stops compiling.
  */
 import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
@@ -62,17 +67,47 @@ export const blocksOf = (readme: string): Array<Block> => {
   return blocks
 }
 
+/** The public modules: what the API reference documents and whose `@example`s are checked. */
+export const publicModules = (): Array<string> => [
+  "src",
+  ...fs.readdirSync(path.join(root, "packages")).map((name) => path.join("packages", name, "src"))
+].flatMap((dir) =>
+  fs.readdirSync(path.join(root, dir)).filter((f) => f.endsWith(".ts") && f !== "index.ts").map((f) => path.join(dir, f))
+)
+
+/** The `@example` blocks of one module's doc comments. */
+export const examplesOf = (module: string): Array<Block> => {
+  const lines = fs.readFileSync(path.join(root, module), "utf8").split("\n")
+  const examples: Array<Block> = []
+  for (let i = 0; i < lines.length; i++) {
+    if (!/^\s*\*\s*@example\b/.test(lines[i]!)) continue
+    while (i < lines.length && !/^\s*\*\s*```ts\s*$/.test(lines[i]!)) i++
+    const start = i
+    const body: Array<string> = []
+    for (i++; i < lines.length && !/^\s*\*\s*```\s*$/.test(lines[i]!); i++) body.push(lines[i]!.replace(/^\s*\* ?/, ""))
+    const name = `${module.replace(/\.ts$/, "").replace(/[/\\]/g, "-")}-${start + 1}`
+    examples.push({ source: `${module}:${start + 1}`, file: path.join(outDir, "examples", `${name}.ts`), code: body.join("\n") + "\n" })
+  }
+  return examples
+}
+
+const fixtures = path.join(root, "scripts", "docs-fixtures")
+
 /** Write every checked block to `.docs-check/`, with a tsconfig extending the project's. */
 export const writeBlocks = (): Array<Block> => {
-  const blocks = readmes().flatMap(blocksOf)
+  const blocks = [...readmes().flatMap(blocksOf), ...publicModules().flatMap(examplesOf)]
   fs.rmSync(outDir, { recursive: true, force: true })
-  fs.mkdirSync(outDir, { recursive: true })
+  fs.mkdirSync(path.join(outDir, "examples"), { recursive: true })
+  // an example shows a use and may leave what it defines unused
+  const compilerOptions = { noEmit: true, noUnusedLocals: false }
   fs.writeFileSync(
     path.join(outDir, "tsconfig.json"),
-    JSON.stringify({ extends: "../tsconfig.base.json", compilerOptions: { noEmit: true }, include: ["*.ts"] }, null, 2)
+    JSON.stringify({ extends: "../tsconfig.base.json", compilerOptions, include: ["*.ts", "examples/*.ts"] }, null, 2)
   )
+  for (const f of fs.readdirSync(fixtures)) fs.copyFileSync(path.join(fixtures, f), path.join(outDir, "examples", f))
   for (const block of blocks) {
-    if (block.notChecked === undefined) fs.writeFileSync(block.file, `// ${block.source}\n${block.code}`)
+    // `export {}`: each block is a module of its own, whether or not it imports
+    if (block.notChecked === undefined) fs.writeFileSync(block.file, `// ${block.source}\n${block.code}export {}\n`)
   }
   return blocks
 }
@@ -90,7 +125,7 @@ if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLTo
   const blocks = writeBlocks()
   const skipped = blocks.filter((b) => b.notChecked !== undefined)
   const result = typecheck()
-  console.log(`check-docs: ${blocks.length - skipped.length} blocks type-checked, ${skipped.length} fragments not checked`)
+  console.log(`check-docs: ${blocks.length - skipped.length} README blocks and @examples type-checked, ${skipped.length} fragments not checked`)
   for (const b of skipped) console.log(`  not checked: ${b.source} (${b.notChecked})`)
   if (!result.ok) {
     console.error(result.output)

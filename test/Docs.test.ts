@@ -1,6 +1,7 @@
 import { NatsTestServer } from "@effect-nats/testing"
 import { describe, expect, it } from "@effect/vitest"
 import { spawn } from "node:child_process"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import { Effect } from "effect"
@@ -12,7 +13,7 @@ import * as Docs from "../scripts/check-docs.js"
 // (`<!-- runs: main -->`, the quick start) run as a user runs them, against a nats-server.
 const blocks = Docs.writeBlocks()
 
-describe("README code blocks", () => {
+describe("README blocks and doc-comment @examples", () => {
   it("every block type-checks against the public API, and only the marked fragments are left out", () => {
     const result = Docs.typecheck()
     expect(result.output).toBe("")
@@ -23,6 +24,22 @@ describe("README code blocks", () => {
     ])
     expect(blocks.filter((b) => b.runs === "main").length).toBe(1)
     expect(blocks.filter((b) => b.runs === "test").length).toBe(2)
+    // the doc comments' @examples are among them
+    expect(blocks.filter((b) => b.source.startsWith("src/Publisher.ts:")).length).toBeGreaterThan(0)
+    expect(blocks.filter((b) => b.source.startsWith("packages/sql/src/")).length).toBeGreaterThan(0)
+  }, 120_000)
+
+  it("an example that stops compiling fails the check, named by its file", () => {
+    const broken = path.join(Docs.outDir, "examples", "broken-example.ts")
+    fs.writeFileSync(broken, `import { Publisher } from "effect-nats"\nexport const p = Publisher.publishh\n`)
+    try {
+      const result = Docs.typecheck()
+      expect(result.ok).toBe(false)
+      expect(result.output).toContain("broken-example.ts")
+      expect(result.output).toContain("publishh")
+    } finally {
+      fs.rmSync(broken)
+    }
   }, 120_000)
 
   for (const block of blocks.filter((b) => b.runs === "main")) {
