@@ -172,11 +172,20 @@ export const readAll = (): ReadonlyArray<Module> =>
 
 const escape = (s: string): string => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;")
 
+/** `code` and {@link X}, in escaped text. */
+const inline = (s: string): string =>
+  escape(s).replace(/\{@link\s+([^}]+)\}/g, "<code>$1</code>").replace(/`([^`]+)`/g, "<code>$1</code>")
+
+/** A comment's first sentence, on one line. */
+const summary = (text: string): string => {
+  const flat = text.split(/\n\s*\n/)[0]!.replace(/\s+/g, " ").trim()
+  const end = flat.search(/\.(\s|$)/)
+  return end < 0 ? flat : flat.slice(0, end + 1)
+}
+
 /** A comment's text: paragraphs, `- ` lists, `code` and {@link X}. */
 const prose = (text: string): string =>
   text.split(/\n\s*\n/).filter((p) => p.trim() !== "").map((para) => {
-    const inline = (s: string) =>
-      escape(s).replace(/\{@link\s+([^}]+)\}/g, "<code>$1</code>").replace(/`([^`]+)`/g, "<code>$1</code>")
     const lines = para.split("\n")
     if (lines.every((l) => /^\s*- /.test(l) || /^\s{2,}\S/.test(l))) {
       const items = para.split(/\n(?=\s*- )/).map((item) => `<li>${inline(item.replace(/^\s*- /, ""))}</li>`)
@@ -226,7 +235,7 @@ export const renderIndex = (modules: ReadonlyArray<Module>): string => {
   const body = pkgs.map((pkg) =>
     `<h2>${escape(pkg)}</h2>\n<ul>\n${
       modules.filter((m) => m.pkg === pkg).map((m) =>
-        `<li><a href="${pageFile(m)}">${m.name}</a>: ${escape(m.doc.split(/\n\s*\n/)[0]!.replace(/\s+/g, " ").slice(0, 160))}</li>`
+        `<li><a href="${pageFile(m)}">${m.name}</a>: ${inline(summary(m.doc))}</li>`
       ).join("\n")
     }\n</ul>`
   ).join("\n")
