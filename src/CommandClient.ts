@@ -42,6 +42,7 @@ import * as Json from "./internal/json.js"
 import * as micro from "./internal/micro.js"
 import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
 import { uuidv7 } from "./internal/uuid.js"
+import * as ParseIssues from "./internal/parseIssues.js"
 import * as Limits from "./Limits.js"
 import { NatsClient } from "./NatsClient.js"
 import type * as NatsError from "./NatsError.js"
@@ -329,7 +330,7 @@ const decodeResponse = (
   }
   const response = CommandCodec.decodeResponse(json.right)
   if (Either.isLeft(response)) {
-    return Either.left(notAResponse(subject, msg, ParseResult.TreeFormatter.formatErrorSync(response.left), response.left))
+    return Either.left(notAResponse(subject, msg, ParseIssues.describe(response.left), response.left))
   }
   if (!response.right.success) return failure(subject, codecs, msg, response.right)
   const metadata = response.right.metadata
@@ -338,7 +339,7 @@ const decodeResponse = (
     (cause) =>
       Either.left(malformed(
         subject,
-        `the result from ${subject} does not match the success schema: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+        `the result from ${subject} does not match the success schema: ${ParseIssues.describe(cause)}`,
         cause
       )),
     (result) => Either.right({ result, metadata })
@@ -374,7 +375,7 @@ const encodeError = (subject: string, cause: ParseResult.ParseError) =>
   new CommandTransportError({
     reason: "Encode",
     subject,
-    message: `cannot encode the request for ${subject}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+    message: `cannot encode the request for ${subject}: ${ParseIssues.describe(cause)}`,
     cause
   })
 

@@ -265,8 +265,11 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
  *
  * @example
  * ```ts
- * import { Layer } from "effect"
+ * import { Effect, Layer } from "effect"
  * import { Consumer, DeadLetter, Dedup, Handler, JetStream, NatsClient } from "effect-nats"
+ * import { InvoiceIssued } from "./events.js"
+ *
+ * const onIssued = Handler.make(InvoiceIssued, (e) => Effect.log(`invoice ${e.data.invoiceId} issued`))
  *
  * const PaymentsLive = Consumer.layer({ stream: "BILLING", durable: "payments", handlers: [onIssued] }).pipe(
  *   Layer.provide([DeadLetter.layer(), Dedup.layerMemory()]),

@@ -465,6 +465,7 @@ export const makeKv = (options: KvOptions = {}): Effect.Effect<Dedup["Type"], De
  * ```ts
  * import { Layer } from "effect"
  * import { Consumer, Dedup } from "effect-nats"
+ * import { onIssued } from "./handlers.js"
  *
  * // every instance of the consumer shares the bucket: a message is handled once
  * const PaymentsLive = Consumer.layer({ stream: "BILLING", durable: "payments", handlers: [onIssued] }).pipe(

@@ -67,6 +67,7 @@ const every = <E, R>(what: string, interval: Duration.DurationInput | undefined,
  * ```ts
  * import { Effect } from "effect"
  * import { Consumer, Lag } from "effect-nats"
+ * import { handlers } from "./handlers.js"
  *
  * const payments = Effect.zipRight(
  *   Consumer.make({ stream: "BILLING", durable: "payments", handlers }),
@@ -156,7 +157,7 @@ export const watchDeadLetters = (
  * import { JetStream, Lag } from "effect-nats"
  *
  * const LagLive = Lag.layer({ consumers: [{ stream: "BILLING", durable: "payments" }], interval: "5 seconds" }).pipe(
- *   Layer.provide(JetStreamLive)
+ *   Layer.provide(JetStream.layer)
  * )
  * ```
  *

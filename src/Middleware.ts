@@ -46,6 +46,7 @@ import * as Json from "./internal/json.js"
 import * as Handler from "./Handler.js"
 import { retryAfter } from "./internal/retry.js"
 import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
+import * as ParseIssues from "./internal/parseIssues.js"
 import * as Metrics from "./Metrics.js"
 import * as Tracing from "./Tracing.js"
 
@@ -361,7 +362,7 @@ const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
 
 
 const invalid = (type: string, error: ParseResult.ParseError): Outcome =>
-  Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseResult.TreeFormatter.formatErrorSync(error)}`)
+  Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseIssues.describe(error)}`)
 
 /**
  * The decode stage as a plain function: size check, JSON, route by type,

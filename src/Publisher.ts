@@ -30,6 +30,7 @@ import { fromRecord } from "./internal/headers.js"
 import * as PublishWindow from "./internal/publishWindow.js"
 import { retryAfter } from "./internal/retry.js"
 import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
+import * as ParseIssues from "./internal/parseIssues.js"
 import { JetStream } from "./JetStream.js"
 import * as Metrics from "./Metrics.js"
 import * as NatsError from "./NatsError.js"
@@ -275,7 +276,7 @@ const buildWith = <R>(
       subject: event.subject,
       messageId: id,
       envelope: { ...envelope, data: undefined },
-      message: `cannot encode ${event.type}: ${ParseResult.TreeFormatter.formatErrorSync(cause)}`,
+      message: `cannot encode ${event.type}: ${ParseIssues.describe(cause)}`,
       cause
     })
   const message = (encoded: unknown): OutgoingMessage => {

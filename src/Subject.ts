@@ -99,7 +99,8 @@ export const token = (value: string): Effect.Effect<string, InvalidSubjectError>
  * ```ts
  * import { Subject } from "effect-nats"
  *
- * const subject = Subject.make("billing", "invoice", userSuppliedId) // fails on "a.b", "*", ...
+ * // fails with InvalidSubjectError on a token such as "a.b", "*" or ""
+ * const subjectOf = (userSuppliedId: string) => Subject.make("billing", "invoice", userSuppliedId)
  * ```
  *
  * @since 0.1.0

@@ -139,7 +139,7 @@ if (missing !== undefined && process.env["REQUIRE_GO_INTEROP"] !== "1") {
           const issueStats = out.stats.map((s) => s.endpoints.find((e) => e.name === "invoice_issue")!)
           expect(issueStats.reduce((n, e) => n + e.num_requests, 0)).toBe(3)
           expect(issueStats.reduce((n, e) => n + e.num_errors, 0)).toBe(1)
-          expect(issueStats.map((e) => e.last_error)).toContain("404:{ \"invoiceId\": \"missing\" }")
+          expect(issueStats.map((e) => e.last_error)).toContain("404:InvoiceNotFound { invoiceId: \"missing\" }")
           for (const s of out.stats) {
             expect(s.type).toBe("io.nats.micro.v1.stats_response")
             // Go parsed `started` as a time.Time and wrote it back
@@ -153,7 +153,7 @@ if (missing !== undefined && process.env["REQUIRE_GO_INTEROP"] !== "1") {
 
           expect(out.request).toMatchObject({
             code: "404",
-            description: "{ \"invoiceId\": \"missing\" }",
+            description: "InvoiceNotFound { invoiceId: \"missing\" }",
             body: { success: false, error: { code: "404", details: { _tag: "InvoiceNotFound", invoiceId: "missing" } } }
           })
         }))

@@ -190,7 +190,7 @@ describe("CommandService + CommandClient", () => {
         expect(tooLarge).toMatchObject({ code: "AMOUNT_TOO_LARGE", max: 1000, message: "amount 5000 exceeds 1000" })
 
         const msg = yield* raw(IssueInvoice.subject, JSON.stringify({ aggregateId: "missing", payload: { amount: 1, currency: "EUR" } }))
-        expect(errorHeaders(msg)).toEqual({ code: "404", message: "{ \"invoiceId\": \"missing\" }" })
+        expect(errorHeaders(msg)).toEqual({ code: "404", message: "InvoiceNotFound { invoiceId: \"missing\" }" })
         expect(msg.json()).toMatchObject({
           success: false,
           error: { code: "404", details: { _tag: "InvoiceNotFound", invoiceId: "missing" } }
@@ -606,7 +606,7 @@ describe("CommandService + CommandClient", () => {
         expect(process!.attributes.get("messaging.message.conversation_id")).toBe("flow-t")
         expect(process!.attributes.get("messaging.consumer.group.name")).toBe("q")
         expect(processFailed!.traceId).toBe(sendFailed!.traceId)
-        expect(processFailed!.attributes.get("error.type")).toBe("404:{ \"invoiceId\": \"missing\" }")
+        expect(processFailed!.attributes.get("error.type")).toBe("404:InvoiceNotFound { invoiceId: \"missing\" }")
       }))
   })
 })

@@ -62,7 +62,7 @@ export interface Failures<R> {
 const typedFailure = (
   subject: string,
   request: Request,
-  error: Command.Failure & { readonly message?: unknown },
+  error: Command.Failure,
   details: Either.Either<unknown, ParseResult.ParseError>
 ): Failed => {
   if (Either.isLeft(details)) {
@@ -71,8 +71,29 @@ const typedFailure = (
       log: Effect.logError(`CommandService: cannot encode the failure of ${subject}`, details.left)
     }
   }
-  const message = typeof error.message === "string" && error.message.length > 0 ? error.message : error._tag
-  return { outcome: { request, error: { code: String(error.code), message, details: details.right } } }
+  return { outcome: { request, error: { code: String(error.code), message: failureMessage(error, details.right), details: details.right } } }
+}
+
+/**
+ * The message a typed failure is written by: the failure's own (a `message`
+ * field or getter), else its tag and encoded fields, `OutOfStock { sku: "none" }`.
+ * The getter Schema.TaggedError adds when there is no `message` field (on the
+ * class it makes, the one with its own static `_tag`) is not the failure's own:
+ * it prints the fields without saying which failure it is.
+ */
+export const failureMessage = (error: Command.Failure, details: unknown): string => {
+  let owner: object | null = error
+  while (owner !== null && !Object.prototype.hasOwnProperty.call(owner, "message")) owner = Object.getPrototypeOf(owner)
+  const ctor: unknown = owner === null || owner === error ? undefined : owner.constructor
+  const schemaDefault = typeof ctor === "function" && Object.prototype.hasOwnProperty.call(ctor, "_tag") && "fields" in ctor
+  const own: unknown = (error as { readonly message?: unknown }).message
+  if (!schemaDefault && typeof own === "string" && own.length > 0) return own
+  const fields = typeof details === "object" && details !== null
+    ? Object.entries(details).filter(([key]) => key !== "_tag" && key !== "code")
+    : []
+  return fields.length === 0
+    ? error._tag
+    : `${error._tag} { ${fields.map(([key, value]) => `${key}: ${JSON.stringify(value)}`).join(", ")} }`
 }
 
 /**

@@ -6,7 +6,7 @@
  * @internal
  */
 import type { Msg } from "@nats-io/nats-core"
-import { DateTime, Effect, Either, ParseResult, type Schema } from "effect"
+import { DateTime, Effect, Either, type ParseResult, type Schema } from "effect"
 import * as Command from "../Command.js"
 import type { Request } from "../CommandService.js"
 import * as Codec from "./codec.js"
@@ -14,6 +14,7 @@ import { decodeRequest, type RequestEnvelope } from "./commandCodec.js"
 import { badRequest, type Outcome } from "./commandReply.js"
 import * as Eager from "./eager.js"
 import * as Json from "./json.js"
+import * as ParseIssues from "./parseIssues.js"
 import type * as Limits from "../Limits.js"
 import { uuidv7 } from "./uuid.js"
 
@@ -29,16 +30,9 @@ export interface Decoded {
  */
 export type Decoder<R> = (msg: Msg, nowMillis: number) => Effect.Effect<Decoded, Outcome, R>
 
-const issuesOf = (error: ParseResult.ParseError) =>
-  ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => ({
-    path: issue.path.map((p) => typeof p === "symbol" ? String(p) : p),
-    message: issue.message
-  }))
-
 const invalid = (error: ParseResult.ParseError): Outcome => {
-  const issues = issuesOf(error)
-  const described = issues.map((i) => `${i.path.length > 0 ? i.path.join(".") : "(root)"}: ${i.message}`).join("; ")
-  return badRequest(`invalid request: ${described}`, { issues })
+  const issues = ParseIssues.issues(error)
+  return badRequest(`invalid request: ${ParseIssues.describeIssues(issues)}`, { issues })
 }
 
 const headerRecord = (msg: Msg): Record<string, string> => {

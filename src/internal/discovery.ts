@@ -6,7 +6,7 @@
  * @internal
  */
 import { createInbox, Empty, type Msg } from "@nats-io/nats-core"
-import { Deferred, Effect, Either, ParseResult, Schema } from "effect"
+import { Deferred, Effect, Either, Schema } from "effect"
 import type { DiscoveryOptions } from "../CommandClient.js"
 import type * as Limits from "../Limits.js"
 import type { NatsClient } from "../NatsClient.js"
@@ -14,6 +14,7 @@ import * as NatsError from "../NatsError.js"
 import * as Subject from "../Subject.js"
 import * as Json from "./json.js"
 import * as micro from "./micro.js"
+import * as ParseIssues from "./parseIssues.js"
 
 /** Ask, collect the answers for the window (or until enough), and decode them; malformed answers are logged and left out. */
 export const discover = <A, I>(
@@ -60,7 +61,7 @@ export const discover = <A, I>(
       if (Either.isRight(decoded)) out.push(decoded.right)
       else {
         yield* Effect.logWarning(
-          `CommandClient: ignoring a malformed ${verb} response: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`
+          `CommandClient: ignoring a malformed ${verb} response: ${ParseIssues.describe(decoded.left)}`
         )
       }
     }

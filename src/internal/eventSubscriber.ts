@@ -6,7 +6,7 @@
  * @internal
  */
 import type { Msg } from "@nats-io/nats-core"
-import { Effect, Option, ParseResult, Queue, Schema, type Scope } from "effect"
+import { Effect, Option, Queue, Schema, type Scope } from "effect"
 import * as Envelope from "../Envelope.js"
 import type * as Event from "../Event.js"
 import type * as Limits from "../Limits.js"
@@ -16,6 +16,7 @@ import * as Tracing from "../Tracing.js"
 import * as Codec from "./codec.js"
 import * as Json from "./json.js"
 import { messagingSpan } from "./spans.js"
+import * as ParseIssues from "./parseIssues.js"
 
 /**
  * Subscribe `handle` to an event's subject. Messages over the limits, that do
@@ -57,7 +58,7 @@ export const subscribe = <A, I, RS, E, R>(
         Effect.matchEffect({
           onFailure: (e) =>
             Effect.logWarning(
-              `CommandClient.subscribe: a message on ${msg.subject} does not decode: ${ParseResult.TreeFormatter.formatErrorSync(e)}`
+              `CommandClient.subscribe: a message on ${msg.subject} does not decode: ${ParseIssues.describe(e)}`
             ),
           onSuccess: (envelope) =>
             handle(envelope).pipe(

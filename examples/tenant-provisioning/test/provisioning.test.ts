@@ -215,7 +215,7 @@ describe("tenant provisioning (SQLite)", () => {
           yield* eventually(Effect.map(deadLettersOf("evil-1"), (xs) => xs.length === 1))
           const [entry] = yield* deadLettersOf("evil-1")
           expect(entry!.record).toMatchObject({ reason: "Decode", errorTag: "ParseError", attempts: 1 })
-          expect(entry!.record.errorMessage).toContain("TenantId")
+          expect(entry!.record.errorMessage).toContain("data.tenantId: Expected a string matching the pattern")
 
           // and the storage checks the id again, whoever calls it
           const storage = yield* TenantStorage.TenantStorage
