@@ -358,12 +358,11 @@ const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
   handler: decoded.handler
 })
 
-
 const invalid = (type: string, error: ParseResult.ParseError): Outcome =>
   Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseIssues.describe(error)}`)
 
 /**
- * The decode stage as a plain function: size check, JSON, route by type,
+ * The decode stage as a plain function: size and depth checks, JSON, route by type,
  * Schema decode. An effect only when the handler's Schema decodes with one.
  */
 const decodeDelivery = (settings: Settings, d: Delivery): Decoding | Effect.Effect<Decoding> => {
