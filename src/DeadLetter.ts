@@ -188,7 +188,6 @@ const decodeRecord = Schema.decodeUnknownEither(Schema.parseJson(Record))
 const textDecoder = new TextDecoder()
 const textEncoder = new TextEncoder()
 
-
 /**
  * Build the service, ensuring the DLQ stream exists (unless `provision: false`).
  *

@@ -225,17 +225,11 @@ export const settle = (settings: Settings): Middleware => (next) => (d) => {
           ? Effect.failCause(cause as Cause.Cause<never>)
           : Effect.flatMap(
             redeliveryDelay(settings.redelivery, d.msg.info.deliveryCount),
-            (delay) => apply(settings, d, Outcome.nak(delay, Cause.pretty(cause)))
+            (delay) => apply(settings, d, Outcome.nak(delay, Cause.pretty(cause)), fiber)
           )
       },
       onSuccess(outcome) {
-        if (outcome._tag === "Ack" && settings.ack === "fast") {
-          // ack() only queues the ack, nats.js writes the acks of a tick together
-          d.msg.ack()
-          countAck(fiber, outcome)
-          return Effect.succeed(outcome)
-        }
-        return apply(settings, d, outcome)
+        return apply(settings, d, outcome, fiber)
       }
     })
   )
@@ -249,23 +243,27 @@ const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: AckOutco
   Metrics.acked.unsafeUpdate(1, labels)
 }
 
-/** Settle the message; succeeds with the outcome. */
-const apply = (settings: Settings, d: Delivery, outcome: Outcome): Effect.Effect<Outcome> => {
+/** Settle the message on the fiber that settles it; succeeds with the outcome. */
+const apply = (
+  settings: Settings,
+  d: Delivery,
+  outcome: Outcome,
+  fiber: Fiber.RuntimeFiber<unknown, unknown>
+): Effect.Effect<Outcome> => {
   switch (outcome._tag) {
     case "Ack": {
       if (settings.ack === "confirm") {
         return Effect.promise(() => d.msg.ackAck().catch(() => false)).pipe(
-          Effect.zipRight(Effect.withFiberRuntime((fiber) => {
+          Effect.zipRight(Effect.sync(() => {
             countAck(fiber, outcome)
-            return Effect.succeed(outcome)
+            return outcome
           }))
         )
       }
-      return Effect.withFiberRuntime((fiber) => {
-        d.msg.ack()
-        countAck(fiber, outcome)
-        return Effect.succeed(outcome)
-      })
+      // ack() only queues the ack, nats.js writes the acks of a tick together
+      d.msg.ack()
+      countAck(fiber, outcome)
+      return Effect.succeed(outcome)
     }
     case "Nak":
       return Effect.zipRight(
@@ -360,12 +358,11 @@ const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
   handler: decoded.handler
 })
 
-
 const invalid = (type: string, error: ParseResult.ParseError): Outcome =>
   Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseIssues.describe(error)}`)
 
 /**
- * The decode stage as a plain function: size check, JSON, route by type,
+ * The decode stage as a plain function: size and depth checks, JSON, route by type,
  * Schema decode. An effect only when the handler's Schema decodes with one.
  */
 const decodeDelivery = (settings: Settings, d: Delivery): Decoding | Effect.Effect<Decoding> => {

@@ -1,7 +1,7 @@
 import { NatsTestServer } from "@effect-nats/testing"
 import { describe, expect, layer } from "@effect/vitest"
-import { Effect } from "effect"
-import { DeadLetter, JetStream } from "effect-nats"
+import { Effect, Layer } from "effect"
+import { DeadLetter, JetStream, Limits } from "effect-nats"
 
 const failure = (sequence: number): DeadLetter.Failure => ({
   subject: "billing.invoice.issued",
@@ -66,5 +66,33 @@ describe("DeadLetter", () => {
         expect(kept.record.payloadBytes).toBe(4)
         expect(Buffer.from(kept.record.payload, "base64").toString()).toBe("{bad")
       }).pipe(Effect.provide(DeadLetter.layer({ stream: "TRUNC_DLQ", prefix: "trunc", maxPayloadBytes: 1024 }))))
+
+    it.effect("reads within the limits: an envelope as deep as maxDepth is kept; a deeper one is not decoded; a deeper record is refused", () =>
+      Effect.gen(function*() {
+        const js = yield* JetStream.JetStream
+        const dlq = yield* DeadLetter.DeadLetter
+        const withData = (data: string, sequence: number): DeadLetter.Failure => ({
+          ...failure(sequence),
+          data: new TextEncoder().encode(data)
+        })
+        // 4 levels (maxDepth): decoded into the record, which nests one level more and is still read
+        const kept = yield* dlq.get(yield* dlq.send(withData(`{"a":{"b":{"c":[1]}}}`, 1)))
+        expect(kept.record.envelope).toEqual({ a: { b: { c: [1] } } })
+        // 5 levels: the payload is kept, not decoded
+        const deeper = yield* dlq.get(yield* dlq.send(withData(`{"a":{"b":{"c":[[1]]}}}`, 2)))
+        expect(deeper.record.envelope).toBeUndefined()
+        expect(Buffer.from(deeper.record.payload, "base64").toString()).toBe(`{"a":{"b":{"c":[[1]]}}}`)
+        // a message on the DLQ subjects nesting deeper than a record can: refused before it is parsed
+        const ack = yield* Effect.promise(() =>
+          js.client.publish("deep.billing", new TextEncoder().encode(`{"envelope":{"a":{"b":{"c":[[1]]}}}}`))
+        )
+        expect(yield* Effect.flip(dlq.get(ack.seq))).toMatchObject({
+          _tag: "DeadLetterError",
+          reason: "Malformed",
+          message: `DLQ message ${ack.seq} is refused: nesting deeper than 5 levels`
+        })
+      }).pipe(
+        Effect.provide(DeadLetter.layer({ stream: "DEEP_DLQ", prefix: "deep" }).pipe(Layer.provide(Limits.layer({ maxDepth: 4 }))))
+      ))
   })
 })

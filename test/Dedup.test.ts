@@ -220,4 +220,28 @@ describe("Dedup.guard", () => {
         expect(Dedup.isNotClaimed(yield* store.guard("failed", Effect.succeed(3)))).toBe(true)
       }))
   }
+
+  it.effect("make: a commit that conflicts (a concurrent worker committed first) is a duplicate, and the claim is released", () =>
+    Effect.gen(function*() {
+      const log: Array<string> = []
+      const store = Dedup.make({
+        key: Dedup.keyOf("id"),
+        claim: () => Effect.succeed("Claimed"),
+        commit: (key) =>
+          Effect.fail(new Dedup.DedupError({ reason: "Conflict", method: "commit", message: `${key} committed elsewhere` })),
+        release: (key) => Effect.sync(() => void log.push(`release ${key}`)),
+        transaction: (self) => self
+      })
+      expect(yield* store.guard("k", Effect.succeed(1))).toBe(Dedup.NotClaimed.Duplicate)
+      expect(log).toEqual(["release k"])
+      // any other store failure stays a failure
+      const failing = Dedup.make({
+        key: Dedup.keyOf("id"),
+        claim: () => Effect.succeed("Claimed"),
+        commit: () => Effect.fail(new Dedup.DedupError({ reason: "Store", method: "commit", message: "down" })),
+        release: () => Effect.void,
+        transaction: (self) => self
+      })
+      expect(Exit.isFailure(yield* Effect.exit(failing.guard("k", Effect.succeed(1))))).toBe(true)
+    }))
 })

@@ -33,7 +33,7 @@ class CausationValue implements Causation, Equal.Equal {
 }
 
 /** The value of `current` while `causation` is being handled. */
-export const handling = (causation: Causation): Option.Option<Causation> => Option.some(new CausationValue(causation))
+const handling = (causation: Causation): Option.Option<Causation> => Option.some(new CausationValue(causation))
 
 /**
  * The effect that puts back the fiber's current value of `current`, once the
@@ -42,7 +42,7 @@ export const handling = (causation: Causation): Option.Option<Causation> => Opti
  * same value, and neither update has to compare the old value with the new
  * one (comparing `Option`s hashes them, which costs more than the rest).
  */
-export const restorer = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Effect.Effect<void> => {
+const restorer = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Effect.Effect<void> => {
   const previous = fiber.getFiberRef(current)
   return previous === noCausation ? remove : FiberRef.set(current, previous)
 }
