@@ -52,7 +52,7 @@ import * as CommandRequest from "./internal/commandRequest.js"
 import * as Eager from "./internal/eager.js"
 import { locallyWith } from "./internal/fiberRef.js"
 import * as micro from "./internal/micro.js"
-import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
+import { type MessagingSpan, messagingSpan, parentOf } from "./internal/spans.js"
 import * as Limits from "./Limits.js"
 import { NatsClient } from "./NatsClient.js"
 import * as NatsError from "./NatsError.js"
@@ -472,7 +472,7 @@ export const make = <const H extends ReadonlyArray<AnyHandler>>(
         c.command.subject,
         {
           ...c.span,
-          ...Option.match(Tracing.extract(msg.headers), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) })
+          ...parentOf(msg.headers)
         }
       )
 

@@ -3,7 +3,7 @@ import { describe, expect, layer } from "@effect/vitest"
 import { SpanKind } from "@opentelemetry/api"
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Context, Effect, Layer } from "effect"
-import { Consumer, Handler, Publisher, Tracing } from "effect-nats"
+import { CommandClient, Consumer, Handler, NatsClient, Publisher, Tracing } from "effect-nats"
 import { billingStream, eventually, InvoiceIssued, PaymentReceived, PipelineLive, unique } from "./utils.js"
 
 class Spans extends Context.Tag("test/Spans")<Spans, InMemorySpanExporter>() {}
@@ -70,6 +70,38 @@ describe("Tracing", () => {
         expect(processB.attributes[Tracing.Attributes.messageId]).toBe(ack.id)
         expect(processB.attributes[Tracing.Attributes.consumerGroup]).toMatch(/^b_/)
         expect(processB.attributes[Tracing.Attributes.deliveryCount]).toBe(1)
+      }))
+
+    it.scoped("CommandClient.subscribe: a CONSUMER span per event, parented on its traceparent, else a new trace", () =>
+      Effect.gen(function*() {
+        const exporter = yield* Spans
+        yield* billingStream
+        const publisher = yield* Publisher.Publisher
+        const nats = yield* NatsClient.NatsClient
+        const client = yield* CommandClient.make()
+        const seen: Array<string> = []
+        // subscribed inside a span: without `root`, a message with no traceparent would be parented on it
+        yield* client.subscribe(PaymentReceived, (e) => Effect.sync(() => seen.push(e.data.invoiceId))).pipe(
+          Effect.withSpan("subscribing")
+        )
+        exporter.reset()
+        yield* publisher.publish(PaymentReceived, { invoiceId: "traced", paid: 1 }).pipe(Effect.withSpan("sender"))
+        const bare = yield* Publisher.build(PaymentReceived, { invoiceId: "bare", paid: 2 })
+        nats.connection.publish(bare.subject, bare.payload) // no headers: no traceparent
+        yield* eventually(Effect.sync(() =>
+          exporter.getFinishedSpans().filter((s) => s.name === "process billing.payment.received").length === 2
+        ))
+        expect(seen.sort()).toEqual(["bare", "traced"])
+        const spans = exporter.getFinishedSpans()
+        const publish = spans.find((s) => s.name === "publish billing.payment.received")!
+        const [first, second] = spans.filter((s) => s.name === "process billing.payment.received")
+        const traced = first!.parentSpanContext === undefined ? second! : first!
+        const root = traced === first ? second! : first!
+        expect(traced.kind).toBe(SpanKind.CONSUMER)
+        expect(traced.spanContext().traceId).toBe(publish.spanContext().traceId)
+        expect(traced.parentSpanContext?.spanId).toBe(publish.spanContext().spanId)
+        expect(root.parentSpanContext).toBeUndefined()
+        expect(root.spanContext().traceId).not.toBe(publish.spanContext().traceId)
       }))
   })
 })

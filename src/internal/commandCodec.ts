@@ -20,7 +20,7 @@ export const RequestEnvelope = Command.request(Schema.Unknown)
 export type RequestEnvelope = typeof RequestEnvelope.Type
 
 /** A request envelope as JSON. */
-export type RequestEnvelopeEncoded = typeof RequestEnvelope.Encoded
+type RequestEnvelopeEncoded = typeof RequestEnvelope.Encoded
 
 /** Request metadata, decoded. */
 export type RequestMetadata = typeof Command.RequestMetadata.Type
@@ -29,12 +29,12 @@ export type RequestMetadata = typeof Command.RequestMetadata.Type
 export type Response = typeof Command.Response.Type
 
 /** A response as JSON. */
-export type ResponseEncoded = typeof Command.Response.Encoded
+type ResponseEncoded = typeof Command.Response.Encoded
 
 type Mutable<A> = { -readonly [K in keyof A]: A[K] }
 
 /** A JSON object (not null, not an array). */
-export const isRecord = (u: unknown): u is { readonly [key: string]: unknown } =>
+const isRecord = (u: unknown): u is { readonly [key: string]: unknown } =>
   typeof u === "object" && u !== null && !Array.isArray(u)
 
 /** `YYYY-MM-DDTHH:mm:ss[.fraction]Z`: what `Date.prototype.toISOString` (and `Schema.DateTimeUtc` encoding) writes. */

@@ -6,7 +6,7 @@
  * @internal
  */
 import type { Msg } from "@nats-io/nats-core"
-import { Effect, Option, Queue, Schema, type Scope } from "effect"
+import { Effect, Queue, Schema, type Scope } from "effect"
 import * as Envelope from "../Envelope.js"
 import type * as Event from "../Event.js"
 import type * as Limits from "../Limits.js"
@@ -15,7 +15,7 @@ import * as NatsError from "../NatsError.js"
 import * as Tracing from "../Tracing.js"
 import * as Codec from "./codec.js"
 import * as Json from "./json.js"
-import { messagingSpan } from "./spans.js"
+import { messagingSpan, parentOf } from "./spans.js"
 import * as ParseIssues from "./parseIssues.js"
 
 /**
@@ -70,7 +70,7 @@ export const subscribe = <A, I, RS, E, R>(
       return recording
         ? Effect.withSpan(handled, `process ${msg.subject}`, {
           ...span,
-          ...Option.match(Tracing.extract(msg.headers), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) })
+          ...parentOf(msg.headers)
         })
         : handled
     }

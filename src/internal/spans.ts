@@ -5,8 +5,9 @@
  *
  * @internal
  */
-import { MetricLabel, type Tracer } from "effect"
-import { Attributes } from "../Tracing.js"
+import type { MsgHdrs } from "@nats-io/nats-core"
+import { MetricLabel, Option, type Tracer } from "effect"
+import { Attributes, extract } from "../Tracing.js"
 
 /** The messaging operations the toolkit's spans stand for. */
 export type Operation = "publish" | "send" | "process"
@@ -39,6 +40,15 @@ export const messagingSpan = (
     ...extra
   }
 })
+
+/**
+ * The parent of a span for a received message: the `traceparent` of its
+ * headers, else a new trace (`root`, not the receiving fiber's span).
+ */
+export const parentOf = (
+  headers: MsgHdrs | undefined
+): { readonly parent: Tracer.ExternalSpan } | { readonly root: true } =>
+  Option.match(extract(headers), { onNone: () => ({ root: true }), onSome: (parent) => ({ parent }) })
 
 /**
  * The metric labels of a durable consumer (`messaging.consumer.group.name`,
