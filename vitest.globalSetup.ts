@@ -49,7 +49,7 @@ const testsUsing = (marker: RegExp): ReadonlyArray<string> =>
   })
 
 const NEEDS: Record<Provision.Server, { readonly marker: RegExp; readonly label: string }> = {
-  "nats-server": { marker: /NatsTestServer|NatsLive/, label: "nats-server" },
+  "nats-server": { marker: /NatsTestServer|NatsTestCluster|NatsLive/, label: "nats-server" },
   postgres: { marker: /PostgresTestServer/, label: "PostgreSQL" }
 }
 

@@ -687,15 +687,15 @@ export const layerSettings = (settings: Settings): Layer.Layer<never, TelemetryE
     spanProcessor: spanProcessors(settings),
     shutdownTimeout: settings.shutdownTimeout
   }))
-  const where = (e: string) =>
+  const where = (otlpUrl: string | undefined) => (e: string) =>
     e === "otlp"
-      ? `otlp ${settings.url ?? ""}`
+      ? `otlp ${otlpUrl ?? ""}`
       : e === "prometheus"
       ? `prometheus http://${m.prometheus.host ?? "0.0.0.0"}:${m.prometheus.port}/metrics`
       : e
   const announce = Effect.logDebug(
-    `Telemetry: ${settings.serviceName}: spans to ${settings.exporters.map(where).join(", ") || "nothing"}; metrics to ${
-      m.exporters.map((e) => e === "otlp" ? `otlp ${m.url ?? ""}` : where(e)).join(", ") || "nothing"
+    `Telemetry: ${settings.serviceName}: spans to ${settings.exporters.map(where(settings.url)).join(", ") || "nothing"}; metrics to ${
+      m.exporters.map(where(m.url)).join(", ") || "nothing"
     }`
   )
   return Layer.mergeAll(logs, Layer.unwrapEffect(Effect.as(announce, Layer.provideMerge(metricsLayer(settings), sdk))))

@@ -274,7 +274,9 @@ export const make = (options: Options = {}): Effect.Effect<NatsTestCluster["Type
       clusterPort: s.clusterPort,
       storeDir: s.node.storeDir
     }))
-    const running = Effect.sync(() => started.filter((s) => s.node.pid() !== undefined).map((s) => s.name))
+    /** the nodes whose process is running */
+    const up = () => nodes.filter((n) => byName.get(n.name)!.pid() !== undefined)
+    const running = Effect.sync(() => up().map((n) => n.name))
 
     /** One JetStream API request through a fresh connection to the nodes that are up. */
     const api = (subject: string, timeoutMillis = 1000): Effect.Effect<typeof ApiReply.Type, NatsTestServerError> =>
@@ -282,7 +284,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTestCluster["Type
         Effect.tryPromise({
           try: () =>
             connect({
-              servers: nodes.filter((n) => byName.get(n.name)!.pid() !== undefined).map((n) => n.url),
+              servers: up().map((n) => n.url),
               reconnect: false,
               timeout: timeoutMillis
             }),
