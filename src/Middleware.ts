@@ -45,7 +45,7 @@ import * as Causation from "./internal/causation.js"
 import * as Json from "./internal/json.js"
 import * as Handler from "./Handler.js"
 import { retryAfter } from "./internal/retry.js"
-import { type MessagingSpan, messagingSpan } from "./internal/spans.js"
+import { type MessagingSpan, messagingSpan, parentOf } from "./internal/spans.js"
 import * as ParseIssues from "./internal/parseIssues.js"
 import * as Metrics from "./Metrics.js"
 import * as Tracing from "./Tracing.js"
@@ -304,7 +304,8 @@ const apply = (
 
 /**
  * Run the rest of the pipeline in a CONSUMER span `process <subject>`, child
- * of the producer's span when the message carries a `traceparent` header.
+ * of the producer's span when the message carries a `traceparent` header, else
+ * the root of a new trace.
  *
  * @since 0.1.0
  * @category middleware
@@ -325,7 +326,6 @@ export const trace = (settings: Settings): Middleware => {
   }
   return (next) => (d) => {
     const span = spanFor(d.subject)
-    const parent = Tracing.extract(d.msg.headers)
     return Effect.withSpan(next(d), `process ${d.subject}`, {
       ...span,
       attributes: {
@@ -334,7 +334,8 @@ export const trace = (settings: Settings): Middleware => {
         [Tracing.Attributes.deliveryCount]: d.msg.info.deliveryCount,
         [Tracing.Attributes.streamSequence]: d.msg.info.streamSequence
       },
-      ...(Option.isSome(parent) ? { parent: parent.value } : {})
+      // the producer's trace, else a new one (not the span the consumer was started in)
+      ...parentOf(d.msg.headers)
     })
   }
 }
