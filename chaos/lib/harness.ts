@@ -369,10 +369,12 @@ export const readStream = (stream: string, timeout: Duration.DurationInput = "60
     const js = yield* JetStream.JetStream
     const info = yield* js.streamInfo(stream)
     const last = info.state.last_seq
-    const out: Array<Stored> = []
-    if (info.state.messages === 0) return out
-    const consumer = yield* Effect.promise(() => js.client.consumers.get(stream))
-    yield* Effect.tryPromise(async () => {
+    if (info.state.messages === 0) return []
+    // one whole read, from the first message; a request that times out (a cluster that is still
+    // electing or catching up after a restart) starts the read again, within `timeout`
+    const readOnce = Effect.tryPromise(async () => {
+      const out: Array<Stored> = []
+      const consumer = await js.client.consumers.get(stream)
       const messages = await consumer.consume({ max_messages: 1000 })
       for await (const m of messages) {
         const headers: Record<string, string> = {}
@@ -381,8 +383,9 @@ export const readStream = (stream: string, timeout: Duration.DurationInput = "60
         if (m.seq >= last) break
       }
       await messages.close().catch(() => undefined)
-    }).pipe(Effect.timeout(timeout), Effect.orDie)
-    return out
+      return out
+    })
+    return yield* readOnce.pipe(Effect.retry(Schedule.spaced("250 millis")), Effect.timeout(timeout), Effect.orDie)
   })
 
 /** Figures of a list of durations in ms: count, p50, max. */
