@@ -298,7 +298,7 @@ const addDiscovery = (b: Builder, name: string): void => {
       contentType: "application/json",
       payload: b.json(discoveryResponses[verb])
     })
-    const reply = b.channel(`${id}.reply`, null, [response], { description: "the request's reply subject (a NATS inbox)" })
+    const reply = pointer("channels", `${id}.reply`)
     const channels = [
       [id, micro.controlSubject(verb, name), "every instance answers"],
       [`${id}.instance`, micro.controlSubject(verb, name, "{id}"), "one instance answers"]
@@ -316,6 +316,7 @@ const addDiscovery = (b: Builder, name: string): void => {
         reply: { channel: reply, messages: b.channelMessages(`${id}.reply`, [response]) }
       }
     }
+    b.channel(`${id}.reply`, null, [response], { description: "the request's reply subject (a NATS inbox)" })
   }
 }
 
