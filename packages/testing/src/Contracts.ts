@@ -245,3 +245,36 @@ export const check = (document: unknown, recorded: ReadonlyArray<Recorded>): Eff
     }
     return { checked, problems }
   })
+
+/**
+ * Run `effect` while recording (see {@link record}), then {@link check} what
+ * it sent and received against the document.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Contracts } from "@effect-nats/testing"
+ * import document from "../src/contracts.js"
+ * import { session } from "../src/program.js"
+ *
+ * const conforms = Effect.map(Contracts.during(document, session()), ({ report }) => report.problems) // []
+ * ```
+ *
+ * @since 0.1.0
+ * @category checking
+ */
+export const during = <A, E, R>(
+  document: { readonly channels: Readonly<Record<string, { readonly address: string | null }>> },
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<
+  { readonly result: A; readonly report: Report },
+  E | ContractError | NatsError.NatsError,
+  Exclude<R, Scope.Scope> | NatsClient.NatsClient
+> =>
+  Effect.scoped(Effect.gen(function*() {
+    const recorded = yield* record(document)
+    const result = yield* effect
+    // replies and deliveries still in flight
+    yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+    return { result, report: yield* check(document, yield* recorded) }
+  }))
