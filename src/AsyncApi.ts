@@ -357,7 +357,7 @@ export const make = (options: Options): Document => {
     defaultContentType: "application/json",
     channels: b.channels,
     operations: b.operations,
-    components: { messages: b.messages, schemas: b.schemas as unknown as Readonly<Record<string, JsonSchema>> }
+    components: { messages: b.messages, schemas: Contract.finish(b.schemas) as unknown as Readonly<Record<string, JsonSchema>> }
   }
 }
 

@@ -130,6 +130,21 @@ describe("AsyncApi.make", () => {
     })
   })
 
+  it("no keyword sits beside a $ref (draft-07 validators ignore those): a refined named Schema is an allOf", () => {
+    const beside: Array<string> = []
+    const walk = (u: unknown, at: string): void => {
+      if (typeof u !== "object" || u === null) return
+      if ("$ref" in u && Object.keys(u).length > 1) beside.push(at)
+      for (const [k, v] of Object.entries(u)) walk(v, `${at}/${k}`)
+    }
+    walk(document, "#")
+    expect(beside).toEqual([])
+    // OrderPlaced's envelope: version is Int and non-negative
+    expect(document.components.messages["shop.order.placed"]!.payload).toMatchObject({
+      properties: { version: { allOf: [{ $ref: "#/components/schemas/Int" }], minimum: 0 } }
+    })
+  })
+
   it("a document without commands has no discovery channels", () => {
     const events = AsyncApi.make({ service, events: { publishes: [OrderPlaced] } })
     expect(Object.keys(events.channels)).toEqual(["shop.order.placed"])

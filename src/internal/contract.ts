@@ -29,11 +29,29 @@ export type Definitions = Record<string, JSONSchema.JsonSchema7>
  */
 export const jsonSchema = (schema: Schema.Schema.All, definitions: Definitions, definitionPath = "#/$defs/"): JsonSchema => {
   try {
-    return JSONSchema.fromAST(schema.ast, { definitions, definitionPath, additionalPropertiesStrategy: "allow" })
+    return draft07(JSONSchema.fromAST(schema.ast, { definitions, definitionPath, additionalPropertiesStrategy: "allow" }))
   } catch (e) {
     return { description: `no JSON Schema form: ${e instanceof Error ? e.message : String(e)}` }
   }
 }
+
+/**
+ * Draft-07 ignores the keywords beside a `$ref`, and `JSONSchema` writes a
+ * refinement of a named Schema (`Int` with `minimum: 0`) that way: move the
+ * `$ref` into an `allOf`, which every draft reads the same.
+ */
+const draft07 = <A>(schema: A): A => {
+  if (Array.isArray(schema)) return schema.map(draft07) as A
+  if (typeof schema !== "object" || schema === null) return schema
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(schema)) out[key] = draft07(value)
+  if (typeof out["$ref"] !== "string" || Object.keys(out).length === 1) return out as A
+  const { $ref, ...rest } = out
+  return { allOf: [{ $ref }], ...rest } as A
+}
+
+/** The definitions, as draft-07 reads them. */
+export const finish = (definitions: Definitions): Definitions => draft07(definitions)
 
 /** A self-contained JSON Schema document (its definitions under `$defs`). */
 export const standalone = (schema: Schema.Schema.All): JsonSchema => {
@@ -42,7 +60,7 @@ export const standalone = (schema: Schema.Schema.All): JsonSchema => {
   return {
     $schema: "http://json-schema.org/draft-07/schema#",
     ...root,
-    ...(Object.keys(definitions).length > 0 ? { $defs: definitions } : {})
+    ...(Object.keys(definitions).length > 0 ? { $defs: finish(definitions) } : {})
   }
 }
 
