@@ -326,12 +326,13 @@ const addDiscovery = (b: Builder, name: string): void => {
  * @example
  * ```ts
  * import { AsyncApi } from "effect-nats"
- * import { InvoiceIssued, InvoicePaid, IssueInvoice } from "./billing.js"
+ * import { GetInvoice, PayInvoice } from "./billing.js"
+ * import { InvoiceIssued, InvoicePaid } from "./events.js"
  *
  * export default AsyncApi.make({
- *   service: { name: "billing", version: "1.0.0", description: "issues invoices" },
+ *   service: { name: "billing", version: "1.0.0", description: "invoices and payments" },
  *   events: { publishes: [InvoiceIssued, InvoicePaid], consumes: [InvoiceIssued] },
- *   commands: [IssueInvoice]
+ *   commands: [PayInvoice, GetInvoice]
  * })
  * // JSON.stringify(document) or `effect-nats asyncapi src/contracts.ts` (YAML)
  * ```

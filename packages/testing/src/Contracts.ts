@@ -74,10 +74,11 @@ export class ContractError extends Data.TaggedError("ContractError")<{
  *
  * @example
  * ```ts
- * import { Effect } from "effect"
  * import { Contracts } from "@effect-nats/testing"
- * import document from "../src/contracts.js"
+ * import { AsyncApi } from "effect-nats"
+ * import { InvoiceIssued } from "./events.js"
  *
+ * const document = AsyncApi.make({ service: { name: "billing", version: "1.0.0" }, events: { publishes: [InvoiceIssued] } })
  * const parsed = Contracts.parse(document) // fails with ContractError on any parser error
  * ```
  *
@@ -104,12 +105,15 @@ export const parse = (document: unknown) =>
  * ```ts
  * import { Effect } from "effect"
  * import { Contracts } from "@effect-nats/testing"
- * import document from "../src/contracts.js"
+ * import { AsyncApi, Publisher } from "effect-nats"
+ * import { InvoiceIssued } from "./events.js"
  *
+ * const document = AsyncApi.make({ service: { name: "billing", version: "1.0.0" }, events: { publishes: [InvoiceIssued] } })
  * const program = Effect.gen(function*() {
  *   const recorded = yield* Contracts.record(document)
- *   // ... run the service ...
- *   const report = yield* Contracts.check(document, yield* recorded)
+ *   const publisher = yield* Publisher.Publisher
+ *   yield* publisher.publish(InvoiceIssued, { invoiceId: "inv-1", amount: 42 })
+ *   const report = yield* Contracts.check(document, yield* recorded) // report.problems: [] when all conform
  * }).pipe(Effect.scoped)
  * ```
  *
@@ -176,8 +180,10 @@ const decode = (data: Uint8Array): unknown => data.length === 0 ? undefined : JS
  * ```ts
  * import { Effect } from "effect"
  * import { Contracts } from "@effect-nats/testing"
- * import document from "../src/contracts.js"
+ * import { AsyncApi } from "effect-nats"
+ * import { InvoiceIssued } from "./events.js"
  *
+ * const document = AsyncApi.make({ service: { name: "billing", version: "1.0.0" }, events: { publishes: [InvoiceIssued] } })
  * const verify = (recorded: ReadonlyArray<Contracts.Recorded>) =>
  *   Effect.map(Contracts.check(document, recorded), (report) => report.problems) // [] when all conform
  * ```
@@ -254,10 +260,12 @@ export const check = (document: unknown, recorded: ReadonlyArray<Recorded>): Eff
  * ```ts
  * import { Effect } from "effect"
  * import { Contracts } from "@effect-nats/testing"
- * import document from "../src/contracts.js"
- * import { session } from "../src/program.js"
+ * import { AsyncApi, Publisher } from "effect-nats"
+ * import { InvoiceIssued } from "./events.js"
  *
- * const conforms = Effect.map(Contracts.during(document, session()), ({ report }) => report.problems) // []
+ * const document = AsyncApi.make({ service: { name: "billing", version: "1.0.0" }, events: { publishes: [InvoiceIssued] } })
+ * const run = Effect.flatMap(Publisher.Publisher, (p) => p.publish(InvoiceIssued, { invoiceId: "inv-1", amount: 42 }))
+ * const problems = Effect.map(Contracts.during(document, run), ({ report }) => report.problems) // []
  * ```
  *
  * @since 0.1.0
