@@ -130,11 +130,13 @@ describe("AsyncApi.make", () => {
     })
   })
 
-  it("no keyword sits beside a $ref (draft-07 validators ignore those): a refined named Schema is an allOf", () => {
+  it("no keyword sits beside a $ref (draft-07 validators ignore those), no repeated $id: a refined named Schema is an allOf", () => {
     const beside: Array<string> = []
     const walk = (u: unknown, at: string): void => {
       if (typeof u !== "object" || u === null) return
       if ("$ref" in u && Object.keys(u).length > 1) beside.push(at)
+      // nor Effect's `$id` markers, which would repeat
+      if ("$id" in u) beside.push(at)
       for (const [k, v] of Object.entries(u)) walk(v, `${at}/${k}`)
     }
     walk(document, "#")

@@ -38,13 +38,19 @@ export const jsonSchema = (schema: Schema.Schema.All, definitions: Definitions, 
 /**
  * Draft-07 ignores the keywords beside a `$ref`, and `JSONSchema` writes a
  * refinement of a named Schema (`Int` with `minimum: 0`) that way: move the
- * `$ref` into an `allOf`, which every draft reads the same.
+ * `$ref` into an `allOf`, which every draft reads the same. Also drops the
+ * `$id`s `JSONSchema` marks `Unknown` / `{}` with (`/schemas/unknown`), which
+ * would repeat within one document.
  */
 const draft07 = <A>(schema: A): A => {
   if (Array.isArray(schema)) return schema.map(draft07) as A
   if (typeof schema !== "object" || schema === null) return schema
   const out: Record<string, unknown> = {}
-  for (const [key, value] of Object.entries(schema)) out[key] = draft07(value)
+  for (const [key, value] of Object.entries(schema)) {
+    // Effect's own markers (`/schemas/unknown`): the same id in several places of one document
+    if (key === "$id" && typeof value === "string" && value.startsWith("/schemas/")) continue
+    out[key] = draft07(value)
+  }
   if (typeof out["$ref"] !== "string" || Object.keys(out).length === 1) return out as A
   const { $ref, ...rest } = out
   return { allOf: [{ $ref }], ...rest } as A
