@@ -47,6 +47,7 @@ import {
 import type * as Command from "./Command.js"
 import * as Envelope from "./Envelope.js"
 import * as Codec from "./internal/codec.js"
+import * as Contract from "./internal/contract.js"
 import * as CommandReply from "./internal/commandReply.js"
 import * as CommandRequest from "./internal/commandRequest.js"
 import * as Eager from "./internal/eager.js"
@@ -245,6 +246,32 @@ export type StatsResponse = micro.StatsResponse
  */
 export const ErrorHeaders = { message: micro.ErrorHeader, code: micro.ErrorCodeHeader } as const
 
+/**
+ * Keys of the `$SRV.INFO` endpoint metadata that carry the endpoint's
+ * contract: its request body and its response bodies (success, each typed
+ * failure with its code, and the `400` / `500` / `503` errors) as JSON Schema
+ * documents (draft-07), serialized as strings since micro metadata values are
+ * strings. The micro protocol in use (`io.nats.micro.v1`, ADR-32) has no
+ * `SCHEMA` verb: the pre-v1 one was dropped in favour of metadata, so that is
+ * where the schemas are. The same JSON Schemas as in `AsyncApi.make`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { CommandClient, CommandService } from "effect-nats"
+ *
+ * const requestSchemas = Effect.gen(function*() {
+ *   const client = yield* CommandClient.CommandClient
+ *   const [info] = yield* client.info({ service: "billing", maxResponses: 1 })
+ *   return info?.endpoints.map((e) => JSON.parse(e.metadata?.[CommandService.SchemaMetadata.request] ?? "{}"))
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const SchemaMetadata = { request: "request_schema", response: "response_schema" } as const
+
 interface Compiled<R> {
   readonly command: Command.Any
   readonly endpoint: micro.Endpoint
@@ -263,7 +290,9 @@ const compile = <R>(h: Handler<R>, queueGroup: string, limits: Limits.Resolved):
     endpoint: new micro.Endpoint(command.endpoint, command.subject, queueGroup, {
       kind: command.kind,
       aggregate: command.aggregate,
-      command: command.name
+      command: command.name,
+      [SchemaMetadata.request]: JSON.stringify(Contract.standalone(Contract.requestBody(command))),
+      [SchemaMetadata.response]: JSON.stringify(Contract.standalone(Contract.responseBody(command)))
     }),
     decode: CommandRequest.decoder(command, limits),
     encodeSuccess: Codec.encoder(command.success as Schema.Schema<unknown, unknown, R>),

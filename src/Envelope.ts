@@ -105,6 +105,7 @@ const isMessageId = (id: string): boolean => messageIdPattern.test(id) && id.isW
 const MessageId = Schema.String.pipe(
   Schema.filter(isMessageId, {
     identifier: "MessageId",
+    jsonSchema: { minLength: 1, pattern: messageIdPattern.source },
     message: () => "a message id must be non-empty well-formed text without line breaks or surrounding whitespace"
   })
 )

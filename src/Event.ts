@@ -58,6 +58,10 @@ export interface Any extends Pipeable {
   readonly aggregate: string
   readonly subject: string
   readonly schemaVersion?: number | undefined
+  /** The Schema of `data`. */
+  readonly schema: Schema.Schema.Any
+  /** The full envelope Schema. */
+  readonly envelope: Schema.Schema.Any
 }
 
 /**

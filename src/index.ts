@@ -5,6 +5,8 @@
  */
 
 /** @since 0.1.0 */
+export * as AsyncApi from "./AsyncApi.js"
+/** @since 0.1.0 */
 export * as Command from "./Command.js"
 /** @since 0.1.0 */
 export * as CommandClient from "./CommandClient.js"

@@ -133,6 +133,13 @@ if (missing !== undefined && process.env["REQUIRE_GO_INTEROP"] !== "1") {
               ["invoice_issue", "billing.command.invoice.issue", "q"],
               ["invoice_get_query", "billing.query.invoice.get", "q"]
             ])
+            // the contract, as Go read it: request/response JSON Schemas in the endpoint metadata (no SCHEMA verb in v1)
+            const issueMetadata = info.endpoints[0]!.metadata!
+            expect(JSON.parse(issueMetadata[CommandService.SchemaMetadata.request]!)).toMatchObject({
+              required: ["payload"],
+              properties: { payload: { required: ["amount"] } }
+            })
+            expect(JSON.parse(issueMetadata[CommandService.SchemaMetadata.response]!)).toHaveProperty("anyOf")
           }
 
           expect(out.stats.map((s) => s.id).sort()).toEqual(ids)

@@ -430,13 +430,13 @@ describe("CommandService + CommandClient", () => {
               name: "invoice_issue",
               subject: "billing.command.invoice.issue",
               queue_group: "q",
-              metadata: { kind: "command", aggregate: "invoice", command: "issue" }
+              metadata: { kind: "command", aggregate: "invoice", command: "issue", request_schema: expect.any(String), response_schema: expect.any(String) }
             },
             {
               name: "session_whoami_query",
               subject: "billing.query.session.whoami",
               queue_group: "q",
-              metadata: { kind: "query", aggregate: "session", command: "whoami" }
+              metadata: { kind: "query", aggregate: "session", command: "whoami", request_schema: expect.any(String), response_schema: expect.any(String) }
             }
           ]
         })

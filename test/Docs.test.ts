@@ -20,6 +20,7 @@ describe("README blocks and doc-comment @examples", () => {
     expect(result.ok).toBe(true)
     expect(blocks.filter((b) => b.notChecked !== undefined).map((b) => b.source.replace(/:\d+$/, ""))).toEqual([
       "README.md",
+      "README.md",
       "packages/opentelemetry/README.md"
     ])
     expect(blocks.filter((b) => b.runs === "main").length).toBe(1)

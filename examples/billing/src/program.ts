@@ -42,6 +42,7 @@ import {
   OutboxRelay,
   Publisher
 } from "effect-nats"
+import { service } from "./contracts.js"
 import { InvoiceCancelled, InvoiceIssued, InvoicePaid, subjects } from "./events.js"
 import { cancelInvoice, customers, IssueInvoice, issueInvoiceEndpoint, type IssueInvoiceInput, listInvoices, migrate } from "./invoices.js"
 import * as Payments from "./payments.js"
@@ -453,9 +454,7 @@ export const program = (scenario: Scenario = defaultScenario, say: Log = Console
 
     // the services: the billing command endpoint and the payments consumer
     yield* CommandService.make({
-      name: "billing",
-      version: "1.0.0",
-      description: "issues invoices",
+      ...service,
       commands: [issueInvoiceEndpoint],
       stopTimeout: "3 seconds"
     })

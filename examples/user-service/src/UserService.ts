@@ -14,6 +14,7 @@ import {
   EventStream,
   GetUser,
   QueueGroup,
+  ServiceDescription,
   ServiceName,
   ServiceVersion,
   UpdateEmail,
@@ -108,7 +109,7 @@ export const get = CommandService.handler(GetUser, (_, request) =>
 export const options = {
   name: ServiceName,
   version: ServiceVersion,
-  description: "User management service",
+  description: ServiceDescription,
   queueGroup: QueueGroup,
   metadata: { entity: "user" },
   commands: [create, updateEmail, deactivate, get]

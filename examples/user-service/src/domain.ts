@@ -19,6 +19,9 @@ export const QueueGroup = "user-service-group"
 /** The service version, reported by `$SRV.INFO` and `$SRV.PING`. */
 export const ServiceVersion = "1.0.0"
 
+/** The service description, reported by `$SRV.INFO`. */
+export const ServiceDescription = "User management service"
+
 /** A display name: 1 to 100 characters, no leading or trailing spaces. */
 export const Name = Schema.NonEmptyTrimmedString.pipe(Schema.maxLength(100))
 

@@ -1,6 +1,6 @@
 /**
- * The `effect-nats` command line: dead letters, stream provisioning and a
- * server check, built with `@effect/cli`.
+ * The `effect-nats` command line: dead letters, stream provisioning, a
+ * server check and AsyncAPI documents, built with `@effect/cli`.
  *
  * ```text
  * effect-nats [--server URL] dlq list [--context C] [--limit N] [--json] [--stream DLQ]
@@ -8,6 +8,7 @@
  * effect-nats [--server URL] dlq replay <seq> | --all [--context C] [--to SUBJECT] [--keep] [--stream DLQ]
  * effect-nats [--server URL] streams ensure <file.json>
  * effect-nats [--server URL] doctor
+ * effect-nats asyncapi <module> [--export NAME] [--format yaml|json] [--out FILE] [--check]
  * ```
  *
  * The connection comes from the `NATS_*` variables (`NATS_URL`, `NATS_USER`,
@@ -27,6 +28,7 @@ import * as HelpDoc from "@effect/cli/HelpDoc"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
 import { Cause, ConfigError, Console, Data, Effect, Option, Predicate } from "effect"
+import * as AsyncApiGen from "./internal/asyncapi.js"
 import { CliError, deadLetterLayer, jetStreamLayer, natsLayer } from "./internal/connection.js"
 import * as Dlq from "./internal/dlq.js"
 import * as Doctor from "./internal/doctor.js"
@@ -179,13 +181,36 @@ const doctor = Command.make("doctor", { server }, (args) =>
     Command.withDescription("Check the connection, JetStream and the server features the toolkit uses")
   )
 
+const asyncapi = Command.make(
+  "asyncapi",
+  {
+    module: Args.text({ name: "module" }).pipe(
+      Args.withDescription("a module whose default export (or --export) is AsyncApi.make({ service, events, commands })")
+    ),
+    export: Options.text("export").pipe(Options.withDescription("the export holding the document"), Options.optional),
+    format: Options.choice("format", ["yaml", "json"]).pipe(
+      Options.withDescription("default: json for an --out ending in .json, else yaml"),
+      Options.optional
+    ),
+    out: Options.text("out").pipe(
+      Options.withAlias("o"),
+      Options.withDescription("write the document to this file (default: print it)"),
+      Options.optional
+    ),
+    check: Options.boolean("check").pipe(
+      Options.withDescription("do not write: fail when --out differs from what the module defines now")
+    )
+  },
+  (args) => AsyncApiGen.generate(args)
+).pipe(Command.withDescription("Write the AsyncAPI 3.0 document of a module's Event and Command definitions"))
+
 /**
  * The command tree.
  *
  * @since 0.1.0
  * @category commands
  */
-export const command = root.pipe(Command.withSubcommands([dlq, streams, doctor]))
+export const command = root.pipe(Command.withSubcommands([dlq, streams, doctor, asyncapi]))
 
 // ---------------------------------------------------------------------------
 // running

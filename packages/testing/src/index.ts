@@ -15,6 +15,11 @@ export * as Capture from "./Capture.js"
 /**
  * @since 0.1.0
  */
+export * as Contracts from "./Contracts.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as InMemoryNats from "./InMemoryNats.js"
 
 /**
