@@ -11,9 +11,9 @@
  * settle   ack / nak(delay) / dead-letter + term, from the outcome
  * trace    CONSUMER span `process <subject>`, parent from `traceparent`
  * decode   size and depth checks, JSON, route by type, Schema decode (errors: all)
- * retry    in-process retries (Schedule); then nak(delay) or dead-letter
+ * retry    in-process retries (Schedule); then nak(delay) or dead-letter (the handler's policies first)
  * dedup    claim / commit / release (a no-op without a Dedup layer)
- * handler  the Handler for the event type
+ * handler  the Handler for the event type (with the middleware it was piped through)
  * ```
  *
  * A consumer without a custom `pipeline` runs exactly these stages,

@@ -14,6 +14,7 @@ import {
   Duration,
   Effect,
   Layer,
+  Match,
   Metric,
   Predicate,
   RateLimiter,
@@ -338,6 +339,17 @@ describe("handler middleware: types", () => {
     )
     expectTypeOf(composed).toEqualTypeOf<Handler.Handler<GatewayDown | Handler.HandlerTimeout | Handler.CircuitOpen, Limit>>()
     expectTypeOf(base.pipe(Handler.instantAck)).toEqualTypeOf<Handler.Handler<never, never>>()
+    // onError with Match.valueTags is exhaustive over the handler's errors
+    composed.pipe(Handler.onError(Match.valueTags({
+      GatewayDown: () => Handler.Disposition.retry,
+      HandlerTimeout: () => Handler.Disposition.nak("1 second"),
+      CircuitOpen: () => undefined
+    })))
+    // @ts-expect-error CircuitOpen is not mapped
+    composed.pipe(Handler.onError(Match.valueTags({
+      GatewayDown: () => Handler.Disposition.retry,
+      HandlerTimeout: () => Handler.Disposition.nak("1 second")
+    })))
     expect(composed.type).toBe("types.job.done")
   })
 })
