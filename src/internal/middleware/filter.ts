@@ -1,5 +1,6 @@
 import { Effect } from "effect"
 import type * as Envelope from "../../Envelope.js"
+import type * as Event from "../../Event.js"
 import * as Handler from "../../Handler.js"
 import type { Delivery } from "../../Middleware.js"
 
@@ -20,7 +21,9 @@ export const route = <const Routes extends Readonly<Record<string, Handler.Any>>
   const other = handlers.find((h) => h.type !== first.type)
   if (other !== undefined) throw new Error(`Handler.route: routes for ${first.type} and ${other.type}`)
   const table = new Map(Object.entries(routes))
-  return first.pipe(
+  // a handler of the event with no policies of its own (the routes' stay with their attempts)
+  // (a handler's `event` is the Event it was made from)
+  return Handler.make(first.event as Event.Event<string, unknown, unknown, unknown>, () => Effect.void).pipe(
     Handler.around((_, envelope, delivery) => {
       const key = select(envelope, delivery)
       const chosen = key === undefined ? undefined : table.get(key)
