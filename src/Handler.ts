@@ -18,6 +18,7 @@ import { Data, Effect, Either, Predicate, Schema } from "effect"
 import { type Pipeable, pipeArguments } from "effect/Pipeable"
 import * as Envelope from "./Envelope.js"
 import * as Codec from "./internal/codec.js"
+// the middleware (one file each) import this module back, and use it only when called
 import * as CircuitBreaker from "./internal/middleware/circuitBreaker.js"
 import * as Concurrency from "./internal/middleware/concurrency.js"
 import * as Filter from "./internal/middleware/filter.js"
@@ -553,10 +554,30 @@ export const permanent = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<
 export class HandlerDefect extends Data.TaggedError("HandlerDefect")<{
   readonly message: string
   readonly cause: unknown
-}> {}
+}> {
+  /** The failure for a defect: its message is the error's name and message, else the defect as a string. */
+  static fromDefect(defect: unknown): HandlerDefect {
+    return new HandlerDefect({
+      message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect),
+      cause: defect
+    })
+  }
+}
 
 /**
  * An attempt of a handler ran longer than its `Handler.timeout`.
+ *
+ * @example
+ * ```ts
+ * import { Handler } from "effect-nats"
+ * import { onIssued } from "./handlers.js"
+ *
+ * // a timeout is redelivered a minute later instead of retried at once
+ * const patient = onIssued.pipe(
+ *   Handler.timeout("5 seconds"),
+ *   Handler.onError((e) => e._tag === "HandlerTimeout" ? Handler.Disposition.nak("1 minute") : undefined)
+ * )
+ * ```
  *
  * @since 0.2.0
  * @category errors
@@ -568,6 +589,18 @@ export class HandlerTimeout extends Data.TaggedError("HandlerTimeout")<{
 /**
  * The handler's circuit breaker is open: the message is nak'ed with
  * `retryIn`, the time left until the breaker probes again.
+ *
+ * @example
+ * ```ts
+ * import { Handler } from "effect-nats"
+ * import { onIssued } from "./handlers.js"
+ *
+ * // while the circuit is open, ack instead (the work may be skipped)
+ * const skipWhileOpen = onIssued.pipe(
+ *   Handler.circuitBreaker({ name: "search-index", maxFailures: 3, window: "1 minute", resetAfter: "1 minute" }),
+ *   Handler.onError((e) => e._tag === "CircuitOpen" ? Handler.Disposition.ack : undefined)
+ * )
+ * ```
  *
  * @since 0.2.0
  * @category errors

@@ -446,11 +446,7 @@ export const retry = (settings: Settings): Middleware => {
  * process, then give up with an outcome. An interruption is passed on.
  */
 const recovery = (settings: Settings) => {
-  const defectError = (defect: unknown) =>
-    new Handler.HandlerDefect({
-      message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect),
-      cause: defect
-    })
+  const defectError = Handler.HandlerDefect.fromDefect
   // defects count as failures
   const asFailure = <A, R>(self: Effect.Effect<A, unknown, R>) =>
     Effect.catchAllDefect(self, (defect) => Effect.fail(defectError(defect)))
