@@ -251,6 +251,28 @@ const cases = (t: Transport, test: (name: string, body: () => Effect.Effect<void
       yield* eventually(Effect.map(Ref.get(attempts), (n) => n === 4))
     }))
 
+  test("onError: an error mapped to ack is acked at once, not retried, counted as skipped", () =>
+    Effect.gen(function*() {
+      const { Done, capture, name, publish } = yield* setup
+      const attempts = yield* Ref.make(0)
+      yield* Consumer.make({
+        stream: name,
+        durable: "acked",
+        retry: Schedule.recurs(2),
+        handlers: [
+          Handler.make(Done, () =>
+            Effect.zipRight(Ref.update(attempts, (n) => n + 1), Effect.fail(new InvalidCard({ message: "stale" })))).pipe(
+              Handler.onError((e) => e._tag === "InvalidCard" ? Handler.Disposition.ack : undefined)
+            )
+        ]
+      })
+      yield* publish("j1")
+      yield* t.advance("100 millis")
+      yield* drained(name, "acked")
+      expect(yield* Ref.get(attempts)).toBe(1)
+      expect(yield* capture.counter(Metrics.unhandled)).toBe(1)
+    }))
+
   test("instant ack: acked before handling, a failure is not retried (at-most-once)", () =>
     Effect.gen(function*() {
       const { Done, capture, name, publish } = yield* setup
