@@ -347,7 +347,9 @@ export interface CircuitBreakerOptions {
  * others are nak'ed meanwhile): its success closes the circuit, its failure
  * opens it again. The state is the gauge `Metrics.circuitState` (0 closed, 1
  * half-open, 2 open), with the attribute `breaker`. Apply the same breaker
- * value to several handlers to share one circuit.
+ * value to several handlers to share one circuit. Each nak while open uses
+ * one of the message's deliveries (`maxDeliver`), so allow for `resetAfter`
+ * when choosing them.
  *
  * @example
  * ```ts

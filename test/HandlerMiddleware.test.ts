@@ -156,15 +156,16 @@ const cases = (t: Transport, test: (name: string, body: () => Effect.Effect<void
     Effect.gen(function*() {
       const { Done, name, publish } = yield* setup
       const handled = yield* Ref.make(0)
+      const started = yield* Clock.currentTimeMillis
+      // 2 per window of 500 ms, the first window from the first attempt
       const limiter = yield* RateLimiter.make({ limit: 2, interval: "500 millis", algorithm: "fixed-window" })
       const handler = Handler.make(Done, () => Ref.update(handled, (n) => n + 1)).pipe(Handler.rateLimit(Limit))
       expectTypeOf(handler).toEqualTypeOf<Handler.Handler<never, Limit>>()
-      const started = yield* Clock.currentTimeMillis
       yield* Consumer.make({ stream: name, durable: "paced", handlers: [handler] }).pipe(Effect.provideService(Limit, limiter))
       yield* Effect.forEach(["j1", "j2", "j3", "j4", "j5"], (id) => publish(id))
       yield* eventually(Effect.map(Ref.get(handled), (n) => n === 2))
       yield* t.advance("500 millis")
-      yield* eventually(Effect.map(Ref.get(handled), (n) => n === 4))
+      yield* eventually(Effect.map(Ref.get(handled), (n) => n >= 4))
       yield* t.advance("500 millis")
       yield* eventually(Effect.map(Ref.get(handled), (n) => n === 5))
       // 5 attempts at 2 per window need 3 windows

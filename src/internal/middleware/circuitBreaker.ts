@@ -29,11 +29,12 @@ export const circuitBreaker = (options: Handler.CircuitBreakerOptions) => {
     failures = []
     return become(Open)
   }
-  // while a probe runs, come back in a second at most (or when the probe would be due)
+  // when the probe is due (while a probe runs: in a second at most), not sooner than 100 ms (a redelivery
+  // that comes a little early is not bounced back at once, each bounce costs a delivery)
   const rejected = (now: number) =>
     new Handler.CircuitOpen({
       breaker: options.name,
-      retryIn: Duration.millis(state === HalfOpen ? Math.min(resetAfter, 1000) : openedAt + resetAfter - now),
+      retryIn: Duration.millis(Math.max(100, state === HalfOpen ? Math.min(resetAfter, 1000) : openedAt + resetAfter - now)),
       message: `circuit ${options.name} is open`
     })
   // what an attempt's exit does to the circuit
