@@ -311,7 +311,7 @@ const cases = (t: Transport, test: (name: string, body: () => Effect.Effect<void
           Handler.make(Done, () =>
             Ref.updateAndGet(running, (n) => n + 1).pipe(
               Effect.flatMap((n) => Ref.update(most, (m) => Math.max(m, n))),
-              Effect.zipRight(Effect.sleep("100 millis")),
+              Effect.zipRight(Effect.sleep("200 millis")),
               Effect.zipRight(Ref.update(running, (n) => n - 1)),
               Effect.zipRight(Ref.update(handled, (n) => n + 1))
             )).pipe(Handler.withConcurrency(2))
