@@ -362,6 +362,9 @@ describe("handler middleware: types", () => {
     )
     expectTypeOf(composed).toEqualTypeOf<Handler.Handler<GatewayDown | Handler.HandlerTimeout | Handler.CircuitOpen, Limit>>()
     expectTypeOf(base.pipe(Handler.instantAck)).toEqualTypeOf<Handler.Handler<never, never>>()
+    // a route's errors and services are those of its routes
+    const routed = Handler.route((e) => e.tenantId, { acme: base, globex: base.pipe(Handler.rateLimit(Limit)) })
+    expectTypeOf(routed).toEqualTypeOf<Handler.Handler<GatewayDown, Limit>>()
     // onError with Match.valueTags is exhaustive over the handler's errors
     composed.pipe(Handler.onError(Match.valueTags({
       GatewayDown: () => Handler.Disposition.retry,
