@@ -63,9 +63,9 @@ export interface Options<H extends ReadonlyArray<Handler.Any>> {
   readonly concurrency?: number | undefined
   /** Keep messages of one aggregate in order (they run on one worker). */
   readonly orderBy?: "aggregate" | undefined
-  /** In-process retries of a failed handler (default: 2 retries, 50 ms then 100 ms). */
+  /** In-process retries of a failed handler (default: 2 retries, 50 ms then 100 ms); `Handler.retry` overrides it per handler. */
   readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
-  /** Delay of the n-th redelivery, for `nak(delay)` (default: exponential from 1 s, capped at 1 minute). */
+  /** Delay of the n-th redelivery, for `nak(delay)` (default: exponential from 1 s, capped at 1 minute); `Handler.redelivery` overrides it per handler. */
   readonly redelivery?: Schedule.Schedule<unknown, unknown> | undefined
   /** Deliveries before a failing message is dead-lettered (default 5). */
   readonly maxDeliver?: number | undefined

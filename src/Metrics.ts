@@ -68,7 +68,8 @@ export const Names = {
   consumerPending: "messaging.nats.consumer.pending",
   consumerAckPending: "messaging.nats.consumer.ack_pending",
   consumerRedelivered: "messaging.nats.consumer.redelivered",
-  deadLetterDepth: "messaging.nats.dlq.depth"
+  deadLetterDepth: "messaging.nats.dlq.depth",
+  circuitState: "messaging.nats.circuit.state"
 } as const
 
 /**
@@ -93,7 +94,8 @@ export const units: Readonly<Record<string, string>> = {
   [Names.consumerPending]: "{message}",
   [Names.consumerAckPending]: "{message}",
   [Names.consumerRedelivered]: "{message}",
-  [Names.deadLetterDepth]: "{message}"
+  [Names.deadLetterDepth]: "{message}",
+  [Names.circuitState]: "{state}"
 }
 
 /**
@@ -111,7 +113,9 @@ export const MetricAttributes = {
   /** The context (first subject token) of a dead-letter queue, on `messaging.nats.dlq.depth`. */
   deadLetterContext: "messaging.nats.dlq.context",
   /** The error's tag on a failed send (`error.type` of the conventions). */
-  errorType: "error.type"
+  errorType: "error.type",
+  /** The circuit breaker's name (`Handler.circuitBreaker`), on `messaging.nats.circuit.state`. */
+  breaker: "messaging.nats.circuit.breaker"
 } as const
 
 /**
@@ -263,6 +267,24 @@ export const handlerDuration: Metric.Metric.Histogram<number> = Metric.fromMetri
  * @category metrics
  */
 export const outboxPending = gauge(Names.outboxPending, "outbox rows waiting to be published")
+
+/**
+ * The state of a handler's circuit breaker (`Handler.circuitBreaker`): 0
+ * closed, 1 half-open, 2 open; `messaging.nats.circuit.state`, attribute
+ * `messaging.nats.circuit.breaker` (its name).
+ *
+ * @example
+ * ```ts
+ * import { Effect, Metric } from "effect"
+ * import { Metrics } from "effect-nats"
+ *
+ * const state = Metric.value(Metric.tagged(Metrics.circuitState, Metrics.MetricAttributes.breaker, "payment-gateway"))
+ * ```
+ *
+ * @since 0.2.0
+ * @category metrics
+ */
+export const circuitState = gauge(Names.circuitState, "state of a handler's circuit breaker: 0 closed, 1 half-open, 2 open")
 
 /**
  * Age in seconds of the oldest unpublished outbox row (0 when none waits):

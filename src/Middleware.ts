@@ -11,9 +11,9 @@
  * settle   ack / nak(delay) / dead-letter + term, from the outcome
  * trace    CONSUMER span `process <subject>`, parent from `traceparent`
  * decode   size and depth checks, JSON, route by type, Schema decode (errors: all)
- * retry    in-process retries (Schedule); then nak(delay) or dead-letter
+ * retry    in-process retries (Schedule); then nak(delay) or dead-letter (the handler's policies first)
  * dedup    claim / commit / release (a no-op without a Dedup layer)
- * handler  the Handler for the event type
+ * handler  the Handler for the event type (with the middleware it was piped through)
  * ```
  *
  * A consumer without a custom `pipeline` runs exactly these stages,
@@ -428,6 +428,9 @@ export const decode = (settings: Settings): Middleware => (next) => {
  * (defects count as failures). When retries are exhausted: a permanent error
  * or the last allowed delivery is dead-lettered; otherwise the message is
  * nak'ed with the delay the `redelivery` schedule gives at this delivery count.
+ * The handler chosen by decode overrides `retry` and `redelivery` with its
+ * own, and its `onError` decides first what an error does (see
+ * `Handler.Disposition`): only `Retry` is retried in process.
  *
  * @since 0.1.0
  * @category middleware
@@ -443,38 +446,45 @@ export const retry = (settings: Settings): Middleware => {
  * process, then give up with an outcome. An interruption is passed on.
  */
 const recovery = (settings: Settings) => {
-  const retryable = (e: unknown) => !settings.isPermanent(e)
-  const defectError = (defect: unknown) =>
-    new Handler.HandlerDefect({
-      message: defect instanceof Error ? `${defect.name}: ${defect.message}` : String(defect),
-      cause: defect
-    })
+  const defectError = Handler.HandlerDefect.fromDefect
   // defects count as failures
   const asFailure = <A, R>(self: Effect.Effect<A, unknown, R>) =>
     Effect.catchAllDefect(self, (defect) => Effect.fail(defectError(defect)))
+  const permanent = Handler.Disposition.deadLetter
   return <R>(d: Delivery, cause: Cause.Cause<unknown>, next: Step<R>): Effect.Effect<Outcome, unknown, R> => {
-    const giveUp = (error: unknown) => {
-      if (settings.isPermanent(error)) {
-        return Effect.succeed(Outcome.deadLetter("Permanent", errorTag(error), errorMessage(error)))
+    const handler = d.handler
+    const redelivery = handler?.redelivery ?? settings.redelivery
+    // the handler's mapping first, then the consumer's
+    const disposition = (error: unknown): Handler.Disposition =>
+      handler?.onError?.(error) ?? (settings.isPermanent(error) ? permanent : Handler.Disposition.retry)
+    const giveUp = (error: unknown): Effect.Effect<Outcome> => {
+      const then = disposition(error)
+      switch (then._tag) {
+        case "Ack":
+          return Effect.succeed(Outcome.unhandled)
+        case "DeadLetter":
+          return Effect.succeed(Outcome.deadLetter("Permanent", errorTag(error), errorMessage(error)))
+        case "Nak":
+        case "Retry": {
+          if (d.msg.info.deliveryCount >= settings.maxDeliver) {
+            return Effect.succeed(Outcome.deadLetter(
+              "MaxDeliveries",
+              errorTag(error),
+              `failed ${d.msg.info.deliveryCount} deliveries; last error: ${errorMessage(error)}`
+            ))
+          }
+          return then._tag === "Nak"
+            ? Effect.succeed(Outcome.nak(then.delay, errorMessage(error)))
+            : Effect.map(redeliveryDelay(redelivery, d.msg.info.deliveryCount), (delay) => Outcome.nak(delay, errorMessage(error)))
+        }
       }
-      if (d.msg.info.deliveryCount >= settings.maxDeliver) {
-        return Effect.succeed(Outcome.deadLetter(
-          "MaxDeliveries",
-          errorTag(error),
-          `failed ${d.msg.info.deliveryCount} deliveries; last error: ${errorMessage(error)}`
-        ))
-      }
-      return Effect.map(
-        redeliveryDelay(settings.redelivery, d.msg.info.deliveryCount),
-        (delay) => Outcome.nak(delay, errorMessage(error))
-      )
     }
     const defect = Cause.dieOption(cause)
     const failure = Option.isSome(defect) ? defect.pipe(Option.map(defectError)) : Cause.failureOption(cause)
     if (Option.isNone(failure)) return Effect.failCause(cause as Cause.Cause<never>)
     return retryAfter(failure.value, asFailure(next(d)), {
-      schedule: settings.retry,
-      while: retryable,
+      schedule: handler?.retry ?? settings.retry,
+      while: (error) => disposition(error)._tag === "Retry",
       onRetry: Metric.increment(Metrics.retried)
     }).pipe(Effect.catchAll(giveUp))
   }
@@ -514,7 +524,7 @@ export const handle: Step<never> = (d) => {
   const envelope = d.envelope
   return Effect.withFiberRuntime((fiber) => {
     const started = performance.now()
-    return Effect.map(runHandler(handler, envelope), () => {
+    return Effect.map(runHandler(handler, envelope, d), () => {
       // a successful handler's duration, with the fiber's metric labels
       Metrics.handlerDuration.unsafeUpdate(performance.now() - started, fiber.getFiberRef(FiberRef.currentMetricLabels))
       return Outcome.handled
@@ -523,10 +533,10 @@ export const handle: Step<never> = (d) => {
 }
 
 /** The handler's effect for an envelope; a handler that throws instead of returning an effect dies with what it threw. */
-const runHandler = (handler: Handler.Any, envelope: Envelope.Envelope<unknown>): Effect.Effect<void, unknown> => {
+const runHandler = (handler: Handler.Any, envelope: Envelope.Envelope<unknown>, d: Delivery): Effect.Effect<void, unknown> => {
   try {
     // the handlers' own context is part of the consumer's requirements (see Consumer.make)
-    return handler.handle(envelope) as Effect.Effect<void, unknown>
+    return handler.handle(envelope, d) as Effect.Effect<void, unknown>
   } catch (defect) {
     return Effect.die(defect)
   }

@@ -17,11 +17,16 @@
  *   (exponential), then dead-lettered after `maxDeliver` deliveries.
  * - **Poison**: a hard card decline will never succeed: `Handler.permanent`
  *   dead-letters it at once, with the reason, and the consumer goes on.
+ * - **Per-handler policies**: each attempt is bounded by `Handler.timeout`
+ *   (a `HandlerTimeout` rolls the transaction back and takes the retry path),
+ *   and a circuit breaker around the gateway (`Handler.circuitBreaker`,
+ *   counting only `GatewayUnavailable`) stops calling a provider that is down:
+ *   while open, messages are nak'ed until it probes again.
  */
 import { randomUUID } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import { SqlDedup } from "@effect-nats/sql"
-import { Context, Data, type Duration, Effect, Layer, Metric, Schedule } from "effect"
+import { Context, Data, type Duration, Effect, Layer, Metric, Predicate, Schedule } from "effect"
 import { Consumer, Dedup, Handler, type Metrics, Outbox } from "effect-nats"
 import { InvoiceIssued, InvoicePaid } from "./events.js"
 
@@ -162,6 +167,23 @@ export const retry = Schedule.exponential("20 millis").pipe(Schedule.jittered, S
 export const redelivery = Schedule.exponential("250 millis").pipe(Schedule.either(Schedule.spaced("10 seconds")))
 
 /**
+ * The payment handler with its own policies: 5 s per attempt, and a circuit
+ * breaker on gateway outages (10 within 30 s open it for 5 s). Made per
+ * consumer, so each one has its own circuit.
+ */
+export const guardedPayment = () =>
+  collectPayment.pipe(
+    Handler.timeout("5 seconds"),
+    Handler.circuitBreaker({
+      name: "payment-gateway",
+      maxFailures: 10,
+      window: "30 seconds",
+      resetAfter: "5 seconds",
+      isFailure: Predicate.isTagged("GatewayUnavailable")
+    })
+  )
+
+/**
  * Start the payments consumer on `stream` in the current scope: a durable
  * pull consumer on `billing.invoice.issued`, with its own SQL dedup store.
  * It drains when the scope closes (bounded by 3 s).
@@ -171,7 +193,7 @@ export const start = (stream: string) =>
     stream,
     durable,
     filterSubject: InvoiceIssued.subject,
-    handlers: [collectPayment],
+    handlers: [guardedPayment()],
     concurrency: 8,
     retry,
     redelivery,
