@@ -40,6 +40,8 @@ export * as NatsError from "./NatsError.js"
 export * as Outbox from "./Outbox.js"
 /** @since 0.1.0 */
 export * as OutboxRelay from "./OutboxRelay.js"
+/** @since 0.2.0 */
+export * as Projection from "./Projection.js"
 /** @since 0.1.0 */
 export * as Publisher from "./Publisher.js"
 /** @since 0.1.0 */
