@@ -44,6 +44,8 @@ export * as OutboxRelay from "./OutboxRelay.js"
 export * as Projection from "./Projection.js"
 /** @since 0.1.0 */
 export * as Publisher from "./Publisher.js"
+/** @since 0.2.0 */
+export * as Replay from "./Replay.js"
 /** @since 0.1.0 */
 export * as Subject from "./Subject.js"
 /** @since 0.1.0 */
