@@ -4,6 +4,8 @@
  * @since 0.1.0
  */
 
+/** @since 0.2.0 */
+export * as Aggregate from "./Aggregate.js"
 /** @since 0.1.0 */
 export * as Command from "./Command.js"
 /** @since 0.1.0 */

@@ -11,7 +11,7 @@
 import type { JsMsg } from "@nats-io/jetstream"
 import { AckPolicy } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
-import { Effect, type Scope } from "effect"
+import { Effect, Scope } from "effect"
 import { type DeliverFrom, deliverConfig, type JetStream } from "../JetStream.js"
 import * as NatsError from "../NatsError.js"
 
@@ -51,21 +51,25 @@ export const open = (
       catch: fail
     })
     yield* Effect.promise(() => js.manager.consumers.delete(options.stream, probe.name).catch(() => false))
-    const consumer = yield* Effect.tryPromise({
-      try: () =>
-        js.client.consumers.get(options.stream, {
-          ...start,
-          ...(options.filterSubject === undefined ? {} : { filter_subjects: options.filterSubject })
-        }),
-      catch: fail
-    })
-    const messages = yield* Effect.acquireRelease(
-      Effect.tryPromise({ try: () => consumer.consume({ max_messages: 1000 }), catch: fail }),
-      (m) => Effect.sync(() => m.stop())
-    )
-    const iterator = messages[Symbol.asyncIterator]()
+    // the reader itself: created at the first read (a read of nothing costs nothing more)
+    const scope = yield* Effect.scope
+    const iterator = yield* Effect.cached(Effect.gen(function*() {
+      const consumer = yield* Effect.tryPromise({
+        try: () =>
+          js.client.consumers.get(options.stream, {
+            ...start,
+            ...(options.filterSubject === undefined ? {} : { filter_subjects: options.filterSubject })
+          }),
+        catch: fail
+      })
+      const messages = yield* Effect.acquireRelease(
+        Effect.tryPromise({ try: () => consumer.consume({ max_messages: 1000 }), catch: fail }),
+        (m) => Effect.sync(() => m.stop())
+      ).pipe(Scope.extend(scope))
+      return messages[Symbol.asyncIterator]()
+    }))
     const next = Effect.flatMap(
-      Effect.tryPromise({ try: () => iterator.next(), catch: fail }),
+      Effect.flatMap(iterator, (it) => Effect.tryPromise({ try: () => it.next(), catch: fail })),
       (r) =>
         r.done
           ? Effect.fail(
