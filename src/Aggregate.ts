@@ -267,6 +267,8 @@ export const repository = <S, C, Events extends ReadonlyArray<Event.Any>, E, R, 
   aggregate: Aggregate<S, C, Events, E, R>,
   options: {
     readonly stream: string
+    /** The envelope `source` of the events it appends (the service's name). */
+    readonly source?: string | undefined
     /** Retries of a command whose append met a {@link ConcurrencyConflict} (default: none, the conflict is the failure). */
     readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
     readonly snapshots?: Snapshots<S, SI> | undefined
@@ -353,7 +355,7 @@ export const repository = <S, C, Events extends ReadonlyArray<Event.Any>, E, R, 
         const definition = definitions.get(event.type)
         if (definition === undefined) return Effect.dieMessage(`Aggregate ${aggregate.context}.${aggregate.name}: decide returned ${event.type}, not one of its events`)
         const version = at.version + 1
-        return PublisherModule.build(definition, event.data, { aggregateId: loaded.id, version }).pipe(
+        return PublisherModule.build(definition, event.data, { aggregateId: loaded.id, version }, options.source).pipe(
           Effect.flatMap((message) =>
             publisher.publishMessage({
               ...message,

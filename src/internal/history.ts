@@ -51,13 +51,18 @@ export const open = (
       catch: fail
     })
     yield* Effect.promise(() => js.manager.consumers.delete(options.stream, probe.name).catch(() => false))
+    // the reader starts where the probe did (its first sequence - 1 is its delivered stream sequence), so the
+    // probe's count is the reader's history, also for `new` and a time (last_per_subject is not a range)
+    const from = options.from === "last_per_subject"
+      ? start
+      : deliverConfig({ startSequence: probe.delivered.stream_seq + 1 })
     // the reader itself: created at the first read (a read of nothing costs nothing more)
     const scope = yield* Effect.scope
     const iterator = yield* Effect.cached(Effect.gen(function*() {
       const consumer = yield* Effect.tryPromise({
         try: () =>
           js.client.consumers.get(options.stream, {
-            ...start,
+            ...from,
             ...(options.filterSubject === undefined ? {} : { filter_subjects: options.filterSubject })
           }),
         catch: fail
