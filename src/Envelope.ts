@@ -65,7 +65,11 @@ export interface Envelope<A> {
   /** Aggregate version after this event (0 = unversioned). */
   readonly version: number
   readonly tenantId?: string | undefined
-  /** Version of the data schema. */
+  /**
+   * Version of the data schema the message was written at. A handler of an
+   * event with past versions gets `data` migrated to the current version;
+   * this still says what was stored.
+   */
   readonly schemaVersion?: number | undefined
   readonly data: A
 }
