@@ -2,7 +2,7 @@
  * `npm run bench`: the toolkit against the raw nats.js client, side by side in
  * one run, on one nats-server, same payload and concurrency, interleaved (raw,
  * toolkit, raw, toolkit, ...) and repeated; medians and ratios. See
- * bench/README.md. `--quick` for smaller counts; `--only=publish,consume,rtt,outbox,memory`
+ * bench/README.md. `--quick` for smaller counts; `--only=publish,consume,rtt,outbox,memory,rebuild`
  * to run some workloads.
  */
 import { NatsTestServer } from "@effect-nats/testing"
@@ -15,9 +15,10 @@ import { consume } from "./workloads/consume.js"
 import { memory } from "./workloads/memory.js"
 import { outbox } from "./workloads/outbox.js"
 import { publish } from "./workloads/publish.js"
+import { rebuild } from "./workloads/rebuild.js"
 import { rtt } from "./workloads/rtt.js"
 
-const workloads = { publish, consume, rtt, outbox, memory }
+const workloads = { publish, consume, rtt, outbox, memory, rebuild }
 
 const program = Effect.gen(function*() {
   const rows: Array<Row> = []

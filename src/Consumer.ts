@@ -40,7 +40,7 @@ import { HandBack } from "./internal/consumer/handBack.js"
 import * as Pull from "./internal/consumer/pull.js"
 import * as Workers from "./internal/consumer/workers.js"
 import { Inbox } from "./internal/inbox.js"
-import { JetStream, type JetStreamProvisionError } from "./JetStream.js"
+import { type DeliverFrom, JetStream, type JetStreamProvisionError } from "./JetStream.js"
 import * as Limits from "./Limits.js"
 import * as Middleware from "./Middleware.js"
 import { NatsClient } from "./NatsClient.js"
@@ -58,6 +58,12 @@ export interface Options<H extends ReadonlyArray<Handler.Any>> {
   readonly durable: string
   /** One subject filter for the durable consumer. */
   readonly filterSubject?: string | undefined
+  /**
+   * Where a new durable starts (default `all`): also a stream sequence or a
+   * time (`{ startSequence }`, `{ startTime }`). An existing durable keeps
+   * its position (changing this is an incompatible change).
+   */
+  readonly deliverPolicy?: DeliverFrom | undefined
   readonly handlers: H
   /** Worker fibers (default 16). */
   readonly concurrency?: number | undefined
@@ -188,6 +194,7 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
         stream: options.stream,
         durable: options.durable,
         filterSubject: options.filterSubject,
+        deliverPolicy: options.deliverPolicy,
         ackWait,
         // one more than the pipeline's limit, so the pipeline dead-letters first
         maxDeliver: maxDeliver + 1,

@@ -65,7 +65,11 @@ export interface Envelope<A> {
   /** Aggregate version after this event (0 = unversioned). */
   readonly version: number
   readonly tenantId?: string | undefined
-  /** Version of the data schema. */
+  /**
+   * Version of the data schema the message was written at. A handler of an
+   * event with past versions gets `data` migrated to the current version;
+   * this still says what was stored.
+   */
   readonly schemaVersion?: number | undefined
   readonly data: A
 }
@@ -144,6 +148,32 @@ const metadataFields = {
  */
 export const schema = <A, I, R>(data: Schema.Schema<A, I, R>): Schema.Schema<Envelope<A>, Encoded<I>, R> =>
   Schema.Struct({ ...metadataFields, data })
+
+/**
+ * The envelope Schema of one version of an event's data: `schemaVersion`
+ * is that version (a literal; optional for version 1, so a message written
+ * without it reads as version 1). `Event.make` unites one per version.
+ *
+ * @example
+ * ```ts
+ * import { Schema } from "effect"
+ * import { Envelope } from "effect-nats"
+ *
+ * const v2 = Envelope.versioned(Schema.Struct({ amount: Schema.Number }), 2)
+ * ```
+ *
+ * @since 0.2.0
+ * @category schemas
+ */
+export const versioned = <A, I, R>(
+  data: Schema.Schema<A, I, R>,
+  schemaVersion: number
+): Schema.Schema<Envelope<A>, Encoded<I>, R> =>
+  Schema.Struct({
+    ...metadataFields,
+    schemaVersion: schemaVersion === 1 ? Schema.optional(Schema.Literal(1)) : Schema.Literal(schemaVersion),
+    data
+  }) as unknown as Schema.Schema<Envelope<A>, Encoded<I>, R>
 
 const optionalString = (o: Record<string, unknown>, key: string): boolean =>
   !Object.hasOwn(o, key) || o[key] === undefined || typeof o[key] === "string"

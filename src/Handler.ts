@@ -27,7 +27,7 @@ import * as Poison from "./internal/middleware/poison.js"
 import * as RateLimit from "./internal/middleware/rateLimit.js"
 import * as RecoverDefects from "./internal/middleware/recoverDefects.js"
 import * as Timeout from "./internal/middleware/timeout.js"
-import type * as Event from "./Event.js"
+import * as Event from "./Event.js"
 import type { Delivery } from "./Middleware.js"
 
 /**
@@ -39,8 +39,14 @@ import type { Delivery } from "./Middleware.js"
 export interface Handler<E, R> extends Pipeable {
   readonly type: string
   readonly event: Event.Any
-  /** Decode an untyped envelope (all errors reported). */
-  readonly decode: (u: unknown) => Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError, R>
+  /**
+   * Decode an untyped envelope (all errors reported), migrating data written
+   * at a past `schemaVersion` to the current type; a version newer than the
+   * event's (when it declares one) fails with {@link Event.UnsupportedVersionError}.
+   */
+  readonly decode: (
+    u: unknown
+  ) => Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError | Event.UnsupportedVersionError, R>
   /** One attempt at handling a decoded envelope (the delivery carries the message: headers, `info`). */
   readonly handle: (envelope: Envelope.Envelope<unknown>, delivery: Delivery) => Effect.Effect<void, E, R>
   /** In-process retries, instead of the consumer's `retry`. */
@@ -97,11 +103,39 @@ export const make = <Type extends string, A, I, RS, E, R>(
 ): Handler<E, R | RS> => {
   // compiled once: synchronous when the Schema allows it (an Either, which the consumer uses without running an effect)
   const decodeEnvelope = Codec.decoder(event.envelope, { errors: "all" })
-  const decodeData = Schema.decodeUnknownEither(event.schema as Schema.Schema<A, I>, { errors: "all" })
-  const decode = (u: unknown): Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError, RS> => {
+  // the data decoder of each version (to the current type); without past versions, the current one reads every version
+  const versions = event.versions
+  const current = versions[versions.length - 1]!.schemaVersion
+  const decoders = new Map(versions.map((v) => [
+    v.schemaVersion,
+    Schema.decodeUnknownEither(v.toCurrent as Schema.Schema<A, unknown>, { errors: "all" })
+  ]))
+  const decodeCurrent = decoders.get(current)!
+  const oldest = versions[0]!.schemaVersion
+  const declared = event.schemaVersion !== undefined
+  const decode = (
+    u: unknown
+  ): Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError | Event.UnsupportedVersionError, RS> => {
+    const written = typeof u === "object" && u !== null && "schemaVersion" in u ? u.schemaVersion : undefined
+    // an event that declares no schemaVersion reads any (as it always did)
+    if (declared && typeof written === "number" && Number.isSafeInteger(written) && written > current) {
+      return Either.left(
+        new Event.UnsupportedVersionError({
+          type: event.type,
+          schemaVersion: written,
+          current,
+          message: `${event.type} schemaVersion ${written} is newer than this code reads (${current})`
+        })
+      )
+    }
     // fast path: the metadata checked by hand (as the Schema does), the data by its Schema
     const metadata = Envelope.decodeMetadata(u)
-    if (metadata !== undefined) {
+    const decodeData = metadata === undefined
+      ? undefined
+      : versions.length === 1
+      ? decodeCurrent
+      : decoders.get(metadata.schemaVersion ?? oldest)
+    if (metadata !== undefined && decodeData !== undefined) {
       const data = decodeData(metadata.data)
       if (Either.isRight(data)) {
         // a new object, only ours: its `data` (the last key) becomes the decoded data

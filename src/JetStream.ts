@@ -79,12 +79,55 @@ export interface ConsumerSpec {
   readonly maxDeliver?: number | undefined
   /** Default 1000. */
   readonly maxAckPending?: number | undefined
-  /** `all` (default), `new`, `last` or `last_per_subject`. Cannot change later. */
-  readonly deliverPolicy?: "all" | "new" | "last" | "last_per_subject" | undefined
+  /** Where the consumer starts (default `all`). Cannot change later. */
+  readonly deliverPolicy?: DeliverFrom | undefined
   /** Server-side redelivery backoff. Do not combine with `nak(delay)`. */
   readonly backoff?: ReadonlyArray<Duration.DurationInput> | undefined
   readonly inactiveThreshold?: Duration.DurationInput | undefined
   readonly replicas?: number | undefined
+}
+
+/**
+ * Where a consumer starts in its stream: `all` (the beginning), `new`,
+ * `last`, `last_per_subject`, at a stream sequence (`{ startSequence }`), or
+ * at the first message stored at or after a time (`{ startTime }`).
+ *
+ * @example
+ * ```ts
+ * import type { JetStream } from "effect-nats"
+ *
+ * const fromYesterday: JetStream.DeliverFrom = { startTime: new Date(Date.now() - 86_400_000) }
+ * const fromSeq: JetStream.DeliverFrom = { startSequence: 1_000 }
+ * ```
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type DeliverFrom =
+  | "all"
+  | "new"
+  | "last"
+  | "last_per_subject"
+  | { readonly startSequence: number }
+  | { readonly startTime: Date }
+
+/**
+ * The consumer configuration fields of a {@link DeliverFrom}. @internal
+ */
+export const deliverConfig = (from: DeliverFrom | undefined): Fields => {
+  if (from === undefined || typeof from === "string") {
+    return {
+      deliver_policy: {
+        all: DeliverPolicy.All,
+        new: DeliverPolicy.New,
+        last: DeliverPolicy.Last,
+        last_per_subject: DeliverPolicy.LastPerSubject
+      }[from ?? "all"]
+    }
+  }
+  return "startSequence" in from
+    ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, from.startSequence) }
+    : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: from.startTime.toISOString() }
 }
 
 /**
@@ -287,12 +330,7 @@ export const consumerConfig = (spec: ConsumerSpec): Fields => {
     ack_wait: nanosOf(spec.backoff?.[0] ?? spec.ackWait ?? "30 seconds"),
     max_deliver: spec.maxDeliver ?? -1,
     max_ack_pending: spec.maxAckPending ?? 1000,
-    deliver_policy: {
-      all: DeliverPolicy.All,
-      new: DeliverPolicy.New,
-      last: DeliverPolicy.Last,
-      last_per_subject: DeliverPolicy.LastPerSubject
-    }[spec.deliverPolicy ?? "all"]
+    ...deliverConfig(spec.deliverPolicy)
   }
   if (spec.description !== undefined) c.description = spec.description
   if (spec.filterSubject !== undefined) c.filter_subject = spec.filterSubject
@@ -302,19 +340,21 @@ export const consumerConfig = (spec: ConsumerSpec): Fields => {
   return c
 }
 
-const sameValue = (a: unknown, b: unknown): boolean => {
+const sameValue = (a: unknown, b: unknown, key?: string): boolean => {
   if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameValue(x, b[i]))
+  // the server writes times in its own format (RFC 3339, trailing zeros cut)
+  if (key === "opt_start_time" && typeof a === "string" && typeof b === "string") return Date.parse(a) === Date.parse(b)
   return a === b || (a === undefined && b === "") || (a === "" && b === undefined)
 }
 
 /** The keys of `desired` whose value differs from `actual`. @internal */
 export const diff = (desired: Fields, actual: object): Array<string> => {
   const current = actual as Fields
-  return Object.keys(desired).filter((k) => !sameValue(desired[k], current[k]))
+  return Object.keys(desired).filter((k) => !sameValue(desired[k], current[k], k))
 }
 
 const immutableStream = ["name", "storage", "retention"]
-const immutableConsumer = ["durable_name", "deliver_policy", "ack_policy"]
+const immutableConsumer = ["durable_name", "deliver_policy", "ack_policy", "opt_start_seq", "opt_start_time"]
 
 /**
  * Build the service from a connected {@link NatsClient}.
@@ -484,7 +524,14 @@ export const fromHandles = (handles: {
       info: consumerInfo(spec.stream, spec.durable),
       create: () => manager.consumers.add(spec.stream, desired as Partial<ConsumerConfig>),
       update: (fields) => {
-        const { durable_name: _d, deliver_policy: _p, ack_policy: _a, ...updatable } = fields
+        const {
+          durable_name: _d,
+          deliver_policy: _p,
+          ack_policy: _a,
+          opt_start_seq: _s,
+          opt_start_time: _t,
+          ...updatable
+        } = fields
         return manager.consumers.update(spec.stream, spec.durable, updatable as Partial<ConsumerConfig>)
       }
     }).pipe(Effect.withSpan("JetStream.ensureConsumer", {

@@ -41,6 +41,7 @@ import {
 import type * as DeadLetter from "./DeadLetter.js"
 import * as Dedup from "./Dedup.js"
 import * as Envelope from "./Envelope.js"
+import type * as Event from "./Event.js"
 import * as Causation from "./internal/causation.js"
 import * as Json from "./internal/json.js"
 import * as Handler from "./Handler.js"
@@ -84,6 +85,7 @@ export type DeadLetterReason =
   | "Permanent"
   | "MaxDeliveries"
   | "Timeout"
+  | "UnsupportedVersion"
 
 /**
  * What to do with a message.
@@ -359,8 +361,12 @@ const withEnvelope = (d: Delivery, decoded: Decoded): Delivery => ({
   handler: decoded.handler
 })
 
-const invalid = (type: string, error: ParseResult.ParseError): Outcome =>
-  Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseIssues.describe(error)}`)
+type Undecodable = ParseResult.ParseError | Event.UnsupportedVersionError
+
+const invalid = (type: string, error: Undecodable): Outcome =>
+  error._tag === "UnsupportedVersionError"
+    ? Outcome.deadLetter("UnsupportedVersion", error._tag, error.message)
+    : Outcome.deadLetter("Decode", "ParseError", `${type}: ${ParseIssues.describe(error)}`)
 
 /**
  * The decode stage as a plain function: size and depth checks, JSON, route by type,
@@ -388,10 +394,10 @@ const decodeDelivery = (settings: Settings, d: Delivery): Decoding | Effect.Effe
       : Outcome.deadLetter("UnknownType", "UnknownType", `no handler for event type "${type}"`)
   }
   // the handlers' own context is part of the consumer's requirements (see Consumer.make)
-  const decoded = handler.decode(json) as Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError>
+  const decoded = handler.decode(json) as Effect.Effect<Envelope.Envelope<unknown>, Undecodable>
   // a synchronous decode (the usual case) is an Either: no effect to run
   if (Either.isEither(decoded)) {
-    const result = decoded as Either.Either<Envelope.Envelope<unknown>, ParseResult.ParseError>
+    const result = decoded as Either.Either<Envelope.Envelope<unknown>, Undecodable>
     return Either.isRight(result) ? { handler, envelope: result.right } : invalid(type, result.left)
   }
   return Effect.match(decoded, {

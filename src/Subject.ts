@@ -192,3 +192,37 @@ export const assertName = (name: string, what: string, tokens?: number): string 
     validateName(name, tokens),
     (e) => new InvalidSubjectError({ token: e.token, reason: e.reason, message: `${what}: ${e.message}` })
   )
+
+/**
+ * The literal token between an aggregate's name and its id in the subject of
+ * an event-sourced aggregate's events (see {@link aggregateEvents}).
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const aggregateEventsToken = "events"
+
+/**
+ * The subject of one event-sourced aggregate's events: the naming convention
+ * extended with the aggregate id, `<context>.<aggregate>.events.<aggregateId>`
+ * (four tokens: it never clashes with an event's three-token subject; all
+ * the aggregates of a type are `<context>.<aggregate>.events.*`). All events
+ * of one aggregate go to this one subject, so that JetStream can check the
+ * subject's last sequence on append. The id is validated as any token
+ * (`a.b`, `*`, `>`, whitespace are refused).
+ *
+ * @example
+ * ```ts
+ * import { Subject } from "effect-nats"
+ *
+ * const subject = Subject.aggregateEvents("accounts", "user", "u-42") // Effect<"accounts.user.events.u-42">
+ * ```
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const aggregateEvents = (
+  context: string,
+  aggregate: string,
+  aggregateId: string
+): Effect.Effect<string, InvalidSubjectError> => make(context, aggregate, aggregateEventsToken, aggregateId)

@@ -4,6 +4,8 @@
  * @since 0.1.0
  */
 
+/** @since 0.2.0 */
+export * as Aggregate from "./Aggregate.js"
 /** @since 0.1.0 */
 export * as AsyncApi from "./AsyncApi.js"
 /** @since 0.1.0 */
@@ -42,8 +44,12 @@ export * as NatsError from "./NatsError.js"
 export * as Outbox from "./Outbox.js"
 /** @since 0.1.0 */
 export * as OutboxRelay from "./OutboxRelay.js"
+/** @since 0.2.0 */
+export * as Projection from "./Projection.js"
 /** @since 0.1.0 */
 export * as Publisher from "./Publisher.js"
+/** @since 0.2.0 */
+export * as Replay from "./Replay.js"
 /** @since 0.1.0 */
 export * as Subject from "./Subject.js"
 /** @since 0.1.0 */

@@ -14,6 +14,7 @@ import { JetStreamApiError, type JsMsg, StorageType } from "@nats-io/jetstream"
 import { headers as natsHeaders } from "@nats-io/nats-core"
 import { Clock, Context, type Duration, Effect, Exit, Fiber, Metric, Option, Queue, Ref, Schedule, Schema, Scope } from "effect"
 import {
+  Aggregate,
   Command,
   CommandClient,
   CommandService,
@@ -25,6 +26,7 @@ import {
   Metrics,
   NatsClient,
   NatsError,
+  Projection,
   Publisher
 } from "effect-nats"
 
@@ -779,5 +781,44 @@ export const transportConformance = <R>(t: Transport<R>): void =>
         })
         const error = yield* Effect.flip(client.execute(Nobody, undefined, {}))
         expect(error).toMatchObject({ _tag: "CommandTransportError", reason: "NoResponders" })
+      }))
+
+    test("Aggregate and Projection: one writer wins a version (ConcurrencyConflict); a projection reads the history, then live events", () =>
+      Effect.gen(function*() {
+        const { name, prefix } = yield* tempStream()
+        const Added = Event.make({ type: `${prefix}.counter.added`, aggregate: "Counter", schema: Schema.Struct({ n: Schema.Number }) })
+        const Counter = Aggregate.make({
+          events: [Added],
+          initial: 0,
+          evolve: (total, event) => total + event.data.n,
+          decide: (n: number) => Effect.succeed([{ type: Added.type, data: { n } }])
+        })
+        const counters = yield* Aggregate.repository(Counter, { stream: name })
+        yield* counters.execute("c-1", 1)
+        const loaded = yield* counters.load("c-1")
+        // another writer appends after the load: an append expecting the loaded sequence is refused
+        yield* counters.execute("c-1", 2)
+        const js = yield* JetStream.JetStream
+        const late = natsHeaders()
+        late.set("Nats-Expected-Last-Subject-Sequence", String(loaded.sequence))
+        const refused = yield* Effect.flip(Effect.tryPromise({
+          try: () => js.client.publish(`${prefix}.counter.events.c-1`, new TextEncoder().encode("{}"), { headers: late }),
+          catch: NatsError.fromCause("test")
+        }))
+        expect(refused).toMatchObject({ _tag: "NatsRequestError", errCode: 10071 })
+        expect(yield* counters.load("c-1")).toMatchObject({ state: 3, version: 2 })
+
+        const seen: Array<number> = []
+        const projection = yield* Projection.make({
+          stream: name,
+          handlers: [Handler.make(Added, (e) => Effect.sync(() => void seen.push(e.data.n)))]
+        })
+        expect(yield* projection.live).toMatchObject({ done: 2, total: 2, live: true })
+        yield* counters.execute("c-2", 5)
+        yield* Effect.repeat(Effect.sync(() => seen.length), { until: (n) => n === 3, schedule: Schedule.spaced("10 millis") }).pipe(
+          Effect.timeout("5 seconds"),
+          Effect.withClock(live)
+        )
+        expect(seen).toEqual([1, 2, 5])
       }))
   })

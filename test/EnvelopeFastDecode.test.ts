@@ -105,4 +105,44 @@ describe("envelope fast decode", () => {
     const result = handler.decode(JSON.parse(JSON.stringify(valid)))
     expect(Either.isEither(result) && Either.isRight(result)).toBe(true)
   })
+
+  it("property: with past versions, Handler.make's decode gives the union envelope Schema's result, or UnsupportedVersion", () => {
+    // v1 wrote `count` as a string; the current version (2) is `Data`
+    const V1 = Schema.Struct({ text: Schema.String, count: Schema.NumberFromString })
+    const Versioned = Event.make({
+      type: "things.thing.happened",
+      aggregate: "Thing",
+      schema: Data,
+      versions: Event.history(V1, (v1) => ({ text: v1.text, count: v1.count }))
+    })
+    const handler = Handler.make(Versioned, () => Effect.void)
+    const decodeUnion = Schema.decodeUnknownEither(Versioned.envelope, { errors: "all" })
+    const arbVersioned = fc.record({
+      input: arbInput,
+      schemaVersion: fc.constantFrom<unknown>("absent", 1, 2, 3, 0, "2", 1.5),
+      data: fc.constantFrom<unknown>({ text: "t", count: 1 }, { text: "t", count: "2" }, { text: "t", count: "x" }, { text: 1 })
+    }).map(({ data, input, schemaVersion }) => {
+      const o: Record<string, unknown> = { ...input, data }
+      if (schemaVersion === "absent") delete o.schemaVersion
+      else o.schemaVersion = schemaVersion
+      return o
+    })
+    fc.assert(
+      fc.property(arbVersioned, (input) => {
+        const exit = Effect.runSyncExit(handler.decode(input))
+        if (typeof input.schemaVersion === "number" && Number.isSafeInteger(input.schemaVersion) && input.schemaVersion > 2) {
+          expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error._tag).toBe("UnsupportedVersionError")
+          return
+        }
+        const expected = decodeUnion(input)
+        if (Either.isRight(expected)) {
+          expect(Exit.isSuccess(exit)).toBe(true)
+          if (Exit.isSuccess(exit)) expect(shape(exit.value)).toEqual(shape(expected.right))
+        } else {
+          expect(Exit.isFailure(exit)).toBe(true)
+        }
+      }),
+      { numRuns: 2000 }
+    )
+  })
 })

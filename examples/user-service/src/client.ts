@@ -1,13 +1,14 @@
 /**
  * The client side of the user service, on `CommandClient`: the events it
- * publishes (a core-NATS subscription per event subject) and a health check
- * built on the micro protocol's `$SRV.PING` and `$SRV.STATS`.
+ * publishes (followed on the `USERS` stream with a `Projection`) and a health
+ * check built on the micro protocol's `$SRV.PING` and `$SRV.STATS`.
  */
 import { type Duration, Effect } from "effect"
-import { CommandClient, type Envelope } from "effect-nats"
+import { CommandClient, type Envelope, Handler, Projection } from "effect-nats"
 import {
   CreateUser,
   DeactivateUser,
+  EventStream,
   GetUser,
   ServiceName,
   UpdateEmail,
@@ -15,18 +16,21 @@ import {
   UserDeactivated,
   UserEmailUpdated
 } from "./domain.js"
+import { UserAggregate } from "./Users.js"
 
 /**
  * Handle every user event (`users.user.created`, `email-updated`,
- * `deactivated`) until the scope closes. Core NATS: events published while
- * nobody listens are not replayed (a JetStream `Consumer` would be).
+ * `deactivated`) appended from now on, in order, until the scope closes: a
+ * projection of the users' subjects (`users.user.events.*`) that starts at
+ * the end of the stream (`from: "new"`; `"all"` would replay every user's
+ * history first).
  */
 export const subscribeToEvents = <E, R>(onEvent: (envelope: Envelope.Envelope<unknown>) => Effect.Effect<void, E, R>) =>
-  Effect.gen(function*() {
-    const client = yield* CommandClient.CommandClient
-    yield* client.subscribe(UserCreated, onEvent)
-    yield* client.subscribe(UserEmailUpdated, onEvent)
-    yield* client.subscribe(UserDeactivated, onEvent)
+  Projection.make({
+    stream: EventStream.name,
+    filterSubject: UserAggregate.subjects,
+    from: "new",
+    handlers: [Handler.make(UserCreated, onEvent), Handler.make(UserEmailUpdated, onEvent), Handler.make(UserDeactivated, onEvent)]
   })
 
 /** What one instance reports through `$SRV.STATS`. */

@@ -160,8 +160,9 @@ export const UserDeactivated = Event.make({
 })
 
 /**
- * The JetStream stream that keeps the events. Its subjects are the event
- * subjects only: a stream on `users.>` would also capture the command
- * requests on `users.command.…` and answer them with a PubAck.
+ * The JetStream stream that keeps the events. Each user's events are stored
+ * on its own subject, `users.user.events.<id>` (see `Users.ts`). Its subjects
+ * are the event subjects only: a stream on `users.>` would also capture the
+ * command requests on `users.command.…` and answer them with a PubAck.
  */
 export const EventStream = { name: "USERS", subjects: ["users.user.>"] } as const

@@ -18,7 +18,7 @@ import {
   UserNotFound
 } from "../src/domain.js"
 import * as UserService from "../src/UserService.js"
-import * as UserStore from "../src/UserStore.js"
+import * as Users from "../src/Users.js"
 import { eventually } from "./utils.js"
 
 /** The client and the services' publisher, on a real nats-server with JetStream. */
@@ -26,16 +26,16 @@ const Live = Layer.mergeAll(CommandClient.layer({ timeout: "3 seconds" }), Publi
   Layer.provideMerge(NatsTestServer.layerJetStream())
 )
 
-/** Start a service instance in its own scope (so a test can stop it), on a store of its own unless given one. */
-const startInstance = (options: { readonly store?: UserStore.UserStore["Type"]; readonly nats?: NatsClient.NatsClient["Type"] } = {}) =>
+/** Start a service instance in its own scope (so a test can stop it); every instance reads the users from the USERS stream. */
+const startInstance = (options: { readonly nats?: NatsClient.NatsClient["Type"] } = {}) =>
   Effect.gen(function*() {
     yield* UserService.ensureEventStream
-    const store = options.store ?? (yield* UserStore.makeMemory)
+    const users = yield* Users.make
     const nats = options.nats ?? (yield* NatsClient.NatsClient)
     const scope = yield* Scope.make()
     yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
     const instance = yield* UserService.make.pipe(
-      Effect.provideService(UserStore.UserStore, store),
+      Effect.provideService(Users.Users, users),
       Effect.provideService(NatsClient.NatsClient, nats),
       Scope.extend(scope)
     )
@@ -175,7 +175,7 @@ describe("user service", () => {
 
         // the same events are kept in the USERS stream
         const stored = yield* Effect.promise(() =>
-          js.manager.streams.getMessage(EventStream.name, { last_by_subj: "users.user.deactivated" })
+          js.manager.streams.getMessage(EventStream.name, { last_by_subj: "users.user.events.e-1" })
         )
         expect(stored?.json<{ id: string }>().id).toBe(events[2]!.id)
         yield* Effect.sleep("200 millis")
@@ -185,10 +185,9 @@ describe("user service", () => {
     it.scoped("two instances in the queue group share the load; each request is handled once", () =>
       Effect.gen(function*() {
         const server = yield* NatsTestServer.NatsTestServer
-        const store = yield* UserStore.makeMemory
         const instances = yield* Effect.forEach([1, 2], (n) =>
           Effect.flatMap(NatsClient.make({ servers: server.url, name: `user-service-${n}` }), (nats) =>
-            startInstance({ store, nats })))
+            startInstance({ nats })))
         const client = yield* CommandClient.CommandClient
         const before = yield* storedEvents
 
@@ -201,7 +200,7 @@ describe("user service", () => {
         expect(created.map((u) => u.id)).toEqual(ids)
         // one event per request: none lost, none handled twice
         expect((yield* storedEvents) - before).toBe(40)
-        // the instances share the store: every user reads back, whichever instance answers
+        // the instances share the users (the stream): every user reads back, whichever instance answers
         const read = yield* Effect.forEach(ids, (id) => client.query(GetUser, id, {}), { concurrency: 8 })
         expect(read.map((u) => u.email)).toEqual(ids.map((id) => `${id}@example.com`))
 
@@ -261,7 +260,7 @@ describe("user service", () => {
 
         // an instance that answers PING but serves only `get` is not healthy
         yield* CommandService.make({ name: ServiceName, version: "1.0.0", commands: [UserService.get] }).pipe(
-          Effect.provideService(UserStore.UserStore, yield* UserStore.makeMemory),
+          Effect.provideService(Users.Users, yield* Users.make),
           Scope.extend(scope)
         )
         const partial = yield* checkHealth()

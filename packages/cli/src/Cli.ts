@@ -7,6 +7,7 @@
  * effect-nats [--server URL] dlq show <seq> [--json] [--stream DLQ]
  * effect-nats [--server URL] dlq replay <seq> | --all [--context C] [--to SUBJECT] [--keep] [--stream DLQ]
  * effect-nats [--server URL] streams ensure <file.json>
+ * effect-nats [--server URL] replay <stream> [--subject F] [--since T] [--until T] [--from-seq N] (--to SUBJECT | --durable NAME)
  * effect-nats [--server URL] doctor
  * effect-nats asyncapi <module> [--export NAME] [--format yaml|json] [--out FILE] [--check]
  * ```
@@ -32,6 +33,7 @@ import * as AsyncApiGen from "./internal/asyncapi.js"
 import { CliError, deadLetterLayer, jetStreamLayer, natsLayer } from "./internal/connection.js"
 import * as Dlq from "./internal/dlq.js"
 import * as Doctor from "./internal/doctor.js"
+import * as Replay from "./internal/replay.js"
 import * as Streams from "./internal/streams.js"
 
 /**
@@ -203,6 +205,32 @@ const asyncapi = Command.make(
   },
   (args) => AsyncApiGen.generate(args)
 ).pipe(Command.withDescription("Write the AsyncAPI 3.0 document of a module's Event and Command definitions"))
+const replay = Command.make(
+  "replay",
+  {
+    server,
+    stream: Args.text({ name: "stream" }).pipe(Args.withDescription("the stream whose history is replayed")),
+    subject: Options.text("subject").pipe(Options.withDescription("only messages on this subject filter"), Options.optional),
+    since: Options.text("since").pipe(
+      Options.withDescription("from the first message stored at or after this time (ISO 8601 or epoch ms)"),
+      Options.optional
+    ),
+    until: Options.text("until").pipe(Options.withDescription("up to this time (with --to)"), Options.optional),
+    fromSeq: Options.integer("from-seq").pipe(Options.withDescription("from this stream sequence"), Options.optional),
+    to: Options.text("to").pipe(
+      Options.withDescription("publish copies to this subject (ending in .> : a prefix before the original subject)"),
+      Options.optional
+    ),
+    durable: Options.text("durable").pipe(
+      Options.withDescription("instead, create this durable consumer starting there (a backfill for its service)"),
+      Options.optional
+    )
+  },
+  (args) =>
+    Effect.gen(function*() {
+      yield* Replay.replay(args).pipe(Effect.provide(jetStreamLayer(yield* serverOf(args.server))))
+    })
+).pipe(Command.withDescription("Feed a stream's history (subject filter, time range) into a subject or a durable"))
 
 /**
  * The command tree.
@@ -210,7 +238,7 @@ const asyncapi = Command.make(
  * @since 0.1.0
  * @category commands
  */
-export const command = root.pipe(Command.withSubcommands([dlq, streams, doctor, asyncapi]))
+export const command = root.pipe(Command.withSubcommands([dlq, streams, doctor, replay, asyncapi]))
 
 // ---------------------------------------------------------------------------
 // running

@@ -254,6 +254,51 @@ describe("effect-nats CLI", () => {
         expect(neither.stderr).toBe("effect-nats: give the sequence of a dead letter to replay, or --all")
       }))
 
+    it.scoped("replay: a stream's history by subject filter and time range into another subject, again without doubles; or a durable", () =>
+      Effect.gen(function*() {
+        const url = yield* urlOf
+        const js = yield* JetStream.JetStream
+        for (const [name, subjects] of [["HIST", ["hist.>"]], ["BACKFILL", ["backfill.>"]]] as const) {
+          yield* Effect.acquireRelease(
+            js.ensureStream({ name, subjects: [...subjects], storage: "memory" }),
+            () => Effect.promise(() => js.manager.streams.delete(name))
+          )
+        }
+        const enc = new TextEncoder()
+        const put = (subject: string, i: number) => Effect.promise(() => js.client.publish(subject, enc.encode(JSON.stringify({ i }))))
+        for (let i = 0; i < 5; i++) yield* put(i % 2 === 0 ? "hist.order.placed" : "hist.order.paid", i)
+        yield* Effect.sleep("30 millis")
+        const since = new Date().toISOString()
+        yield* Effect.sleep("30 millis")
+        for (let i = 5; i < 10; i++) yield* put(i % 2 === 0 ? "hist.order.placed" : "hist.order.paid", i)
+        yield* Effect.sleep("30 millis")
+        const until = new Date().toISOString()
+        yield* Effect.sleep("30 millis")
+        yield* put("hist.order.placed", 10)
+
+        const run = yield* cli("-s", url, "replay", "HIST", "--subject", "hist.order.placed", "--since", since, "--until", until, "--to", "backfill.>")
+        expect(run.code, run.stderr).toBe(0)
+        expect(run.stdout).toMatch(/^replayed 2 messages of HIST \(seq 7\.\.9\) to backfill\.> at \d+ msg\/s$/)
+        const copies = yield* Effect.promise(() => js.manager.streams.info("BACKFILL"))
+        expect(copies.state.messages).toBe(2)
+        const first = yield* Effect.promise(() => js.manager.streams.getMessage("BACKFILL", { seq: 1 }))
+        expect(first!.subject).toBe("backfill.hist.order.placed")
+        expect(first!.json<{ i: number }>().i).toBe(6)
+        expect(first!.header.get("Nats-Msg-Id")).toBe("replay:HIST:7")
+        // run again: the copies are duplicates, nothing is stored twice
+        expect((yield* cli("-s", url, "replay", "HIST", "--subject", "hist.order.placed", "--since", since, "--until", until, "--to", "backfill.>")).code).toBe(0)
+        expect((yield* Effect.promise(() => js.manager.streams.info("BACKFILL"))).state.messages).toBe(2)
+
+        // a durable from a sequence
+        const durable = yield* cli("-s", url, "replay", "HIST", "--from-seq", "9", "--durable", "redo")
+        expect(durable.code, durable.stderr).toBe(0)
+        expect(durable.stdout).toBe("created durable redo on HIST: 3 messages pending from sequence 9")
+        // refused: two targets, or --until with a durable
+        expect((yield* cli("-s", url, "replay", "HIST", "--to", "x.y", "--durable", "d")).stderr).toContain("give one target")
+        expect((yield* cli("-s", url, "replay", "HIST", "--until", until, "--durable", "d")).stderr).toContain("--until cannot bound a durable")
+        expect((yield* cli("-s", url, "replay", "HIST", "--since", "yesterday", "--to", "x.y")).stderr).toContain("not a time")
+      }))
+
     it.scoped("dlq commands leave the dead-letter stream as they found it (or absent)", () =>
       Effect.gen(function*() {
         const url = yield* urlOf

@@ -1,0 +1,155 @@
+import { describe, expect, it, layer } from "@effect/vitest"
+import { Deferred, Effect, Either, Fiber, Schedule, Schema } from "effect"
+import { Aggregate, Envelope, Event, JetStream } from "effect-nats"
+import { PipelineLive, unique } from "./utils.js"
+
+const Opened = Event.make({ type: "bank.account.opened", aggregate: "Account", schema: Schema.Struct({ owner: Schema.String }) })
+const DepositedV1 = Schema.Struct({ cents: Schema.Number })
+const Deposited = Event.make({
+  type: "bank.account.deposited",
+  aggregate: "Account",
+  schema: Schema.Struct({ amount: Schema.Number }),
+  versions: Event.history(DepositedV1, (v1) => ({ amount: v1.cents / 100 }))
+})
+
+type Command = { readonly _tag: "Open"; readonly owner: string } | { readonly _tag: "Deposit"; readonly amount: number }
+
+const Account = Aggregate.make({
+  events: [Opened, Deposited],
+  initial: { open: false, balance: 0 },
+  evolve: (state, event) => {
+    switch (event.type) {
+      case "bank.account.opened":
+        return { ...state, open: true }
+      case "bank.account.deposited":
+        return { ...state, balance: state.balance + event.data.amount }
+    }
+  },
+  decide: (command: Command, state) => {
+    switch (command._tag) {
+      case "Open":
+        return state.open ? Effect.fail("already open" as const) : Effect.succeed([{ type: "bank.account.opened" as const, data: { owner: command.owner } }])
+      case "Deposit":
+        return state.open
+          ? Effect.succeed([{ type: "bank.account.deposited" as const, data: { amount: command.amount } }])
+          : Effect.fail("not open" as const)
+    }
+  }
+})
+
+const bankStream = Effect.gen(function*() {
+  const js = yield* JetStream.JetStream
+  const name = unique("BANK")
+  yield* Effect.acquireRelease(
+    js.ensureStream({ name, subjects: [Account.subjects], storage: "memory" }),
+    () => Effect.promise(() => js.manager.streams.delete(name).catch(() => false))
+  )
+  return name
+})
+
+describe("Aggregate", () => {
+  it("refuses events of another aggregate, and hostile ids", () => {
+    const Other = Event.make({ type: "bank.card.issued", aggregate: "Card", schema: Schema.Struct({}) })
+    expect(() => Aggregate.make({ events: [Opened, Other], initial: 0, evolve: (s) => s, decide: () => Effect.succeed([]) })).toThrow(/not an event of bank.account/)
+    expect(Account.subjects).toBe("bank.account.events.*")
+    for (const id of ["a.b", "*", ">", "x y", ""]) {
+      expect(Either.isLeft(Effect.runSync(Effect.either(Account.subject(id))))).toBe(true)
+    }
+    expect(Effect.runSync(Account.subject("acc-1"))).toBe("bank.account.events.acc-1")
+  })
+
+  layer(PipelineLive, { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+    it.scoped("commands fold and append; a load reads the aggregate's own subject (old versions migrated)", () =>
+      Effect.gen(function*() {
+        const stream = yield* bankStream
+        const js = yield* JetStream.JetStream
+        const accounts = yield* Aggregate.repository(Account, { stream })
+        expect(yield* Effect.flip(accounts.execute("acc-1", { _tag: "Deposit", amount: 5 }))).toBe("not open")
+        yield* accounts.execute("acc-1", { _tag: "Open", owner: "ada" })
+        const after = yield* accounts.execute("acc-1", { _tag: "Deposit", amount: 5 })
+        expect(after).toMatchObject({ version: 2, state: { open: true, balance: 5 } })
+        yield* accounts.execute("acc-2", { _tag: "Open", owner: "alan" })
+        // a v1 deposit stored by older code
+        const old = JSON.stringify({ id: "old-1", type: "bank.account.deposited", timestamp: "2026-01-01T00:00:00Z", correlationId: "c", aggregateId: "acc-1", aggregateType: "Account", version: 3, schemaVersion: 1, data: { cents: 250 } })
+        yield* Effect.promise(() => js.client.publish("bank.account.events.acc-1", new TextEncoder().encode(old)))
+        const loaded = yield* accounts.load("acc-1")
+        expect(loaded).toMatchObject({ version: 3, state: { balance: 7.5 } })
+        const stored = yield* Effect.promise(() => js.manager.streams.getMessage(stream, { seq: 2 }))
+        const envelope = stored!.json<Envelope.Encoded<unknown>>()
+        expect(stored!.subject).toBe("bank.account.events.acc-1")
+        expect(envelope).toMatchObject({ type: "bank.account.deposited", aggregateId: "acc-1", aggregateType: "Account", version: 2, schemaVersion: 2 })
+        expect(yield* accounts.load("nobody")).toMatchObject({ version: 0, sequence: 0, state: { open: false } })
+        expect((yield* Effect.flip(accounts.load("a.b")))._tag).toBe("InvalidSubjectError")
+      }))
+
+    it.scoped("two writers racing on one aggregate: exactly one wins per version, the other gets ConcurrencyConflict, then retries", () =>
+      Effect.gen(function*() {
+        const stream = yield* bankStream
+        const js = yield* JetStream.JetStream
+        const plain = yield* Aggregate.repository(Account, { stream })
+        yield* plain.execute("acc-r", { _tag: "Open", owner: "grace" })
+
+        // both decide against version 1, then both append
+        const bothLoaded = yield* Deferred.make<void>()
+        let waiting = 0
+        const Racing = Aggregate.make({
+          ...Account,
+          decide: (command: Command, state, current) =>
+            Effect.zipRight(
+              Effect.suspend(() => ++waiting === 2 ? Deferred.succeed(bothLoaded, undefined) : Deferred.await(bothLoaded)),
+              Account.decide(command, state, current)
+            )
+        })
+        const racing = yield* Aggregate.repository(Racing, { stream })
+        const results = yield* Effect.all(
+          [racing.execute("acc-r", { _tag: "Deposit", amount: 1 }), racing.execute("acc-r", { _tag: "Deposit", amount: 2 })].map(Effect.either),
+          { concurrency: 2 }
+        )
+        const wins = results.filter(Either.isRight)
+        const losses = results.filter(Either.isLeft)
+        expect(wins).toHaveLength(1)
+        expect(losses).toHaveLength(1)
+        expect(losses[0]!.left).toMatchObject({ _tag: "ConcurrencyConflict", aggregateId: "acc-r" })
+        expect(wins[0]!.right.version).toBe(2)
+
+        // with a retry Schedule, many racing writers all land, each version exactly once
+        const retrying = yield* Aggregate.repository(Account, { stream, retry: Schedule.recurs(50) })
+        const fibers = yield* Effect.forEach(Array.from({ length: 4 }, (_, w) => w), (w) =>
+          Effect.fork(Effect.forEach(Array.from({ length: 5 }), () => retrying.execute("acc-r", { _tag: "Deposit", amount: 10 + w }), { discard: true })))
+        yield* Fiber.joinAll(fibers)
+        const final = yield* plain.load("acc-r")
+        expect(final.version).toBe(22)
+        expect(final.state.balance).toBe(wins[0]!.right.state.balance + 5 * (10 + 11 + 12 + 13))
+        const info = yield* js.streamInfo(stream)
+        const versions: Array<number> = []
+        for (let seq = 1; seq <= info.state.last_seq; seq++) {
+          const m = yield* Effect.promise(() => js.manager.streams.getMessage(stream, { seq }))
+          if (m?.subject === "bank.account.events.acc-r") versions.push(m.json<{ version: number }>().version)
+        }
+        expect(versions).toEqual(Array.from({ length: 22 }, (_, i) => i + 1))
+      }))
+
+    it.scoped("snapshots in KV: a load starts from the latest snapshot and reads only the events after it", () =>
+      Effect.gen(function*() {
+        const stream = yield* bankStream
+        const js = yield* JetStream.JetStream
+        const bucket = unique("snap")
+        const accounts = yield* Aggregate.repository(Account, {
+          stream,
+          snapshots: { bucket, every: 3, schema: Schema.Struct({ open: Schema.Boolean, balance: Schema.Number }) }
+        })
+        yield* accounts.execute("acc-s", { _tag: "Open", owner: "x" })
+        for (let i = 0; i < 4; i++) yield* accounts.execute("acc-s", { _tag: "Deposit", amount: 1 })
+        const kv = yield* Effect.promise(() => js.kvm.create(bucket))
+        const snap = yield* Effect.promise(() => kv.get("acc-s"))
+        expect(snap!.json()).toEqual({ version: 3, sequence: 3, state: { open: true, balance: 2 } })
+        // the proof that a load starts at the snapshot: a snapshot that says more than the events
+        yield* Effect.promise(() => kv.put("acc-s", JSON.stringify({ version: 3, sequence: 3, state: { open: true, balance: 100 } })))
+        expect(yield* accounts.load("acc-s")).toMatchObject({ version: 5, sequence: 5, state: { balance: 102 } })
+        // a snapshot that does not decode is ignored
+        yield* Effect.promise(() => kv.put("acc-s", "{\"nope\":1}"))
+        expect(yield* accounts.load("acc-s")).toMatchObject({ version: 5, state: { balance: 4 } })
+        yield* Effect.promise(() => js.manager.streams.delete(`KV_${bucket}`))
+      }))
+  })
+})
