@@ -78,6 +78,20 @@ export interface Aggregate<S, C, Events extends ReadonlyArray<Event.Any>, E = ne
 }
 
 /**
+ * Any aggregate definition, as far as its events and their subject go (what
+ * `AsyncApi.make` documents of it).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Any {
+  readonly context: string
+  readonly name: string
+  readonly aggregateType: string
+  readonly events: ReadonlyArray<Event.Any>
+}
+
+/**
  * Define an aggregate. Its events must share the context and aggregate tokens
  * of their types (`accounts.user.*`) and the aggregate type; otherwise it
  * throws at definition time.

@@ -3,17 +3,24 @@
  * Event and Command definitions a service already has. Nothing in it is
  * written by hand:
  *
- * - channels: one per event subject and per command subject, a reply channel
- *   per command (address `null`: the requester's inbox), and the micro
+ * - channels: one per event subject and per command subject, one per
+ *   event-sourced aggregate the service keeps
+ *   (`<context>.<aggregate>.events.{aggregateId}`), a reply channel per
+ *   command (address `null`: the requester's inbox), and the micro
  *   discovery subjects `$SRV.<VERB>.<name>` and `$SRV.<VERB>.<name>.{id}` of a
- *   command service (`{id}` is a channel parameter);
- * - operations: `send` for the events the service publishes, `receive` for
- *   those it consumes, `receive` with a `reply` for each command it answers
- *   (with the NATS queue group as an operation binding);
+ *   command service (`{id}` and `{aggregateId}` are channel parameters);
+ * - operations: `send` for the events the service publishes (and appends to
+ *   its aggregates), `receive` for those it consumes, `receive` with a
+ *   `reply` for each command it answers (with the NATS queue group as an
+ *   operation binding);
  * - messages: an event's envelope with its `data` Schema as JSON Schema (and
  *   `type`, `aggregateType` fixed), its headers (`Nats-Msg-Id`,
  *   `Content-Type`, `traceparent`, the `Envelope.HeaderNames` metadata); a
- *   command's request body, its success response, one response per typed
+ *   versioned event (`Event.history`) has one message per version, each with
+ *   its `schemaVersion` and `data` Schema: the current one (named by the
+ *   event's type) is what the service publishes, the past ones
+ *   (`<type>.v<n>`) what a stream may still hold and a consumer still reads;
+ *   a command's request body, its success response, one response per typed
  *   failure (with its code in `error.code` and `Nats-Service-Error-Code`),
  *   and the `400` / `500` / `503` error response.
  *
@@ -27,10 +34,12 @@
  *
  * @since 0.1.0
  */
+import type * as Aggregate from "./Aggregate.js"
 import type * as Command from "./Command.js"
 import type * as Event from "./Event.js"
 import * as Contract from "./internal/contract.js"
 import * as micro from "./internal/micro.js"
+import * as Subject from "./Subject.js"
 
 /**
  * A JSON Schema (draft-07) inside the document.
@@ -136,6 +145,12 @@ export interface Options {
     readonly publishes?: ReadonlyArray<Event.Any> | undefined
     readonly consumes?: ReadonlyArray<Event.Any> | undefined
   } | undefined
+  /**
+   * The event-sourced aggregates the service keeps (`Aggregate.make`): their
+   * events are appended (`send`) on each aggregate's own subject,
+   * `<context>.<aggregate>.events.{aggregateId}`, not on the events' subjects.
+   */
+  readonly aggregates?: ReadonlyArray<Aggregate.Any> | undefined
   /** The commands and queries the service answers. */
   readonly commands?: ReadonlyArray<Command.Any> | undefined
 }
@@ -188,21 +203,34 @@ class Builder {
   }
 }
 
+/** The messages of one event: `all` its versions (oldest first), and the `current` one (what is published). */
+interface EventMessages {
+  readonly all: ReadonlyArray<string>
+  readonly current: string
+}
+
 /**
- * The messages of one event. One message today; when events have versions,
- * each version of the event is one more message here (and so on its channel
- * and in its operations).
+ * The messages of one event: one per version. The current version's is named
+ * by the event's type, a past version's `<type>.v<n>`; an event without past
+ * versions has the one message.
  */
-const eventMessages = (b: Builder, event: Event.Any): ReadonlyArray<string> => [
-  b.message(event.type, {
-    title: event.type,
-    summary: `${event.aggregate} event ${event.type}${event.schemaVersion === undefined ? "" : ` (schema version ${event.schemaVersion})`}`,
-    contentType: "application/json",
-    headers: b.json(Contract.eventHeaders(event)),
-    payload: Contract.eventPayload(event, b.schemas, schemasPath) as JsonSchema,
-    correlationId: { location: "$message.payload#/correlationId" }
+const eventMessages = (b: Builder, event: Event.Any): EventMessages => {
+  const current = event.versions.length > 1 ? event.versions[event.versions.length - 1] : undefined
+  const all = event.versions.map((version) => {
+    const past = current !== undefined && version !== current
+    return b.message(past ? `${event.type}.v${version.schemaVersion}` : event.type, {
+      title: past ? `${event.type} (schema version ${version.schemaVersion})` : event.type,
+      summary: past
+        ? `${event.aggregate} event ${event.type}, past schema version ${version.schemaVersion}: no longer published, still read (migrated to version ${current.schemaVersion})`
+        : `${event.aggregate} event ${event.type}${event.schemaVersion === undefined ? "" : ` (schema version ${event.schemaVersion})`}`,
+      contentType: "application/json",
+      headers: b.json(Contract.eventHeaders(event)),
+      payload: Contract.eventPayload(event, b.schemas, schemasPath, current === undefined ? undefined : version) as JsonSchema,
+      correlationId: { location: "$message.payload#/correlationId" }
+    })
   })
-]
+  return { all, current: all[all.length - 1]! }
+}
 
 const addEvents = (b: Builder, options: Options): void => {
   const publishes = options.events?.publishes ?? []
@@ -212,20 +240,41 @@ const addEvents = (b: Builder, options: Options): void => {
     if (seen.has(event.type)) continue
     seen.add(event.type)
     const messages = eventMessages(b, event)
-    const channel = b.channel(event.type, event.subject, messages, {
-      description: `${event.aggregate} events ${event.type} (JetStream); body: the envelope, \`data\` as the event's Schema`
+    const versions = messages.all.length > 1 ? ` (every schema version a stream may hold; ${event.type} is the current one)` : ""
+    const channel = b.channel(event.type, event.subject, messages.all, {
+      description: `${event.aggregate} events ${event.type} (JetStream); body: the envelope, \`data\` as the event's Schema${versions}`
     })
-    const operation = (action: Operation["action"], summary: string): Operation => ({
+    const operation = (action: Operation["action"], summary: string, messageKeys: ReadonlyArray<string>): Operation => ({
       action,
       channel,
       summary,
-      messages: b.channelMessages(event.type, messages)
+      messages: b.channelMessages(event.type, messageKeys)
     })
+    // a publisher writes the current version; a consumer reads every version
     if (publishes.some((e) => e.type === event.type)) {
-      b.operations[`${event.type}.publish`] = operation("send", `publish ${event.type} (JetStream, Nats-Msg-Id = id)`)
+      b.operations[`${event.type}.publish`] = operation("send", `publish ${event.type} (JetStream, Nats-Msg-Id = id)`, [messages.current])
     }
     if (consumes.some((e) => e.type === event.type)) {
-      b.operations[`${event.type}.consume`] = operation("receive", `consume ${event.type} (durable pull consumer)`)
+      b.operations[`${event.type}.consume`] = operation("receive", `consume ${event.type} (durable pull consumer)`, messages.all)
+    }
+  }
+}
+
+/** Each aggregate's events on its own subject: one channel per aggregate type, `{aggregateId}` its parameter. */
+const addAggregates = (b: Builder, options: Options): void => {
+  for (const aggregate of options.aggregates ?? []) {
+    const id = `${aggregate.context}.${aggregate.name}.${Subject.aggregateEventsToken}`
+    const messages = aggregate.events.map((event) => eventMessages(b, event))
+    const channel = b.channel(id, `${id}.{aggregateId}`, messages.flatMap((m) => m.all), {
+      description: `${aggregate.aggregateType} events (JetStream), all the events of one aggregate on its own subject, in order; ` +
+        `body: the envelope (\`version\`: the aggregate's version after the event)`,
+      parameters: { aggregateId: `the ${aggregate.aggregateType}'s id (the envelope's aggregateId)` }
+    })
+    b.operations[`${id}.append`] = {
+      action: "send",
+      channel,
+      summary: `append ${aggregate.aggregateType} events (JetStream, Nats-Msg-Id = id, Nats-Expected-Last-Subject-Sequence: optimistic concurrency)`,
+      messages: b.channelMessages(id, messages.map((m) => m.current))
     }
   }
 }
@@ -321,7 +370,10 @@ const addDiscovery = (b: Builder, name: string): void => {
 }
 
 /**
- * The AsyncAPI 3.0 document of a service, from its definitions.
+ * The AsyncAPI 3.0 document of a service, from its definitions. The events
+ * of the aggregates it keeps (`aggregates: [Account]`, from `Aggregate.make`)
+ * are documented on the aggregates' own subjects; a versioned event has one
+ * message per version.
  *
  * @example
  * ```ts
@@ -343,6 +395,7 @@ const addDiscovery = (b: Builder, name: string): void => {
 export const make = (options: Options): Document => {
   const b = new Builder()
   addEvents(b, options)
+  addAggregates(b, options)
   const commands = options.commands ?? []
   if (commands.length > 0) {
     addCommands(b, options, options.service.queueGroup ?? micro.defaultQueueGroup)

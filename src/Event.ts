@@ -211,6 +211,8 @@ export interface Any extends Pipeable {
   readonly schemaVersion?: number | undefined
   /** The Schema of `data`. */
   readonly schema: Schema.Schema.Any
+  /** Every version, oldest first, each with its wire Schema (see {@link Event}'s `versions`). */
+  readonly versions: ReadonlyArray<{ readonly schemaVersion: number; readonly schema: Schema.Schema.Any }>
   /** The full envelope Schema. */
   readonly envelope: Schema.Schema.Any
 }

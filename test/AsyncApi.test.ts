@@ -2,7 +2,7 @@ import { describe, expect, it, layer } from "@effect/vitest"
 import { Contracts, NatsTestServer } from "@effect-nats/testing"
 import { Ajv } from "ajv"
 import { DateTime, Effect, Either, Layer, Schema } from "effect"
-import { AsyncApi, Command, CommandClient, CommandService, Event, JetStream, NatsClient, Publisher } from "effect-nats"
+import { Aggregate, AsyncApi, Command, CommandClient, CommandService, Event, JetStream, NatsClient, Publisher } from "effect-nats"
 import { unique } from "./utils.js"
 
 // --- definitions -------------------------------------------------------------
@@ -153,6 +153,138 @@ describe("AsyncApi.make", () => {
     expect(AsyncApi.isDocument(events)).toBe(true)
     expect(AsyncApi.isDocument({ asyncapi: "2.6.0" })).toBe(false)
   })
+})
+
+// --- versioned events and aggregates -----------------------------------------
+
+const CustomerV1 = Schema.Struct({ customerId: Schema.String, name: Schema.String })
+const CustomerV2 = Schema.Struct({ customerId: Schema.String, firstName: Schema.String, lastName: Schema.String })
+const CustomerV3 = Schema.Struct({ ...CustomerV2.fields, email: Schema.NullOr(Schema.String) })
+
+const CustomerRegistered = Event.make({
+  type: "shop.customer.registered",
+  aggregate: "Customer",
+  schema: CustomerV3,
+  versions: Event.history(CustomerV1, (v1) => ({ customerId: v1.customerId, firstName: v1.name, lastName: "" }))
+    .pipe(Event.andThen(CustomerV2, (v2) => ({ ...v2, email: null })))
+})
+
+const CustomerRenamed = Event.make({
+  type: "shop.customer.renamed",
+  aggregate: "Customer",
+  schema: Schema.Struct({ customerId: Schema.String, firstName: Schema.String, lastName: Schema.String })
+})
+
+const Customer = Aggregate.make({
+  events: [CustomerRegistered, CustomerRenamed],
+  initial: 0,
+  evolve: (n) => n + 1,
+  decide: (_: "noop") => Effect.succeed([])
+})
+
+describe("AsyncApi.make: versions and aggregates", () => {
+  const versioned = AsyncApi.make({
+    service,
+    events: { publishes: [CustomerRegistered], consumes: [CustomerRegistered] },
+    aggregates: [Customer]
+  })
+  const names = (refs: ReadonlyArray<{ readonly $ref: string }>) => refs.map((r) => r.$ref.split("/").at(-1))
+
+  /** A message as recorded on the wire: the envelope written at `schemaVersion` (none: as a v1 producer wrote it). */
+  const wire = (subject: string, schemaVersion: number | undefined, data: object): Contracts.Recorded => ({
+    subject,
+    reply: undefined,
+    headers: { "Nats-Msg-Id": "m-1", "Content-Type": "application/json" },
+    data: new TextEncoder().encode(JSON.stringify({
+      id: "m-1",
+      type: CustomerRegistered.type,
+      timestamp: "2026-12-01T00:00:00.000Z",
+      correlationId: "c-1",
+      aggregateId: "c-7",
+      aggregateType: "Customer",
+      version: 1,
+      ...(schemaVersion === undefined ? {} : { schemaVersion }),
+      data
+    }))
+  })
+  const v1 = { customerId: "c-7", name: "Ada" }
+  const v2 = { customerId: "c-7", firstName: "Ada", lastName: "Lovelace" }
+  const v3 = { ...v2, email: "ada@example.com" }
+
+  it.effect("parses with @asyncapi/parser without errors", () =>
+    Effect.gen(function*() {
+      const parsed = yield* Contracts.parse(versioned)
+      expect(parsed.channels().all().map((c) => c.address())).toContain("shop.customer.events.{aggregateId}")
+    }))
+
+  it("one message per version: the current one named by the type, the past ones <type>.v<n>; publish sends the current, consume reads them all", () => {
+    const channel = versioned.channels["shop.customer.registered"]!
+    expect(Object.keys(channel.messages)).toEqual([
+      "shop.customer.registered.v1",
+      "shop.customer.registered.v2",
+      "shop.customer.registered"
+    ])
+    expect(names(versioned.operations["shop.customer.registered.publish"]!.messages)).toEqual(["shop.customer.registered"])
+    expect(names(versioned.operations["shop.customer.registered.consume"]!.messages)).toEqual(Object.keys(channel.messages))
+    const messages = versioned.components.messages
+    expect(messages["shop.customer.registered.v1"]!.payload).toMatchObject({
+      properties: { schemaVersion: { enum: [1] }, data: { required: ["customerId", "name"] } }
+    })
+    // v1 was written without schemaVersion: it stays optional there, and only there
+    expect(messages["shop.customer.registered.v1"]!.payload!["required"]).not.toContain("schemaVersion")
+    expect(messages["shop.customer.registered.v2"]!.payload).toMatchObject({
+      required: expect.arrayContaining(["schemaVersion"]),
+      properties: { schemaVersion: { enum: [2] }, data: { required: ["customerId", "firstName", "lastName"] } }
+    })
+    expect(messages["shop.customer.registered"]!.payload).toMatchObject({
+      properties: {
+        type: { enum: ["shop.customer.registered"] },
+        schemaVersion: { enum: [3] },
+        data: { required: ["customerId", "firstName", "lastName", "email"] }
+      }
+    })
+    // an event without past versions keeps its one message
+    expect(Object.keys(versioned.channels["shop.customer.events"]!.messages)).toContain("shop.customer.renamed")
+    expect(versioned.components.messages["shop.customer.renamed.v1"]).toBeUndefined()
+  })
+
+  it("an aggregate's events: one channel on <context>.<aggregate>.events.{aggregateId}, appends send the current versions", () => {
+    expect(versioned.channels["shop.customer.events"]).toMatchObject({
+      address: "shop.customer.events.{aggregateId}",
+      parameters: { aggregateId: {} }
+    })
+    expect(Object.keys(versioned.channels["shop.customer.events"]!.messages)).toEqual([
+      "shop.customer.registered.v1",
+      "shop.customer.registered.v2",
+      "shop.customer.registered",
+      "shop.customer.renamed"
+    ])
+    const append = versioned.operations["shop.customer.events.append"]!
+    expect(append.action).toBe("send")
+    expect(names(append.messages)).toEqual(["shop.customer.registered", "shop.customer.renamed"])
+  })
+
+  it.effect("messages stored at each version validate against their own message, and only against it (Ajv)", () =>
+    Effect.gen(function*() {
+      const report = yield* Contracts.check(versioned, [
+        wire("shop.customer.registered", undefined, v1),
+        wire("shop.customer.registered", 2, v2),
+        wire("shop.customer.registered", 3, v3),
+        wire("shop.customer.events.c-7", 3, v3),
+        wire("shop.customer.events.c-7", 1, v1)
+      ])
+      expect(report.problems).toEqual([])
+      expect(report.checked.map((c) => c.message)).toEqual([
+        "shop.customer.registered.v1",
+        "shop.customer.registered.v2",
+        "shop.customer.registered",
+        "shop.customer.registered",
+        "shop.customer.registered.v1"
+      ])
+      // data of one version under another version's number matches nothing
+      const mixed = yield* Contracts.check(versioned, [wire("shop.customer.registered", 3, v1), wire("shop.customer.registered", 4, v3)])
+      expect(mixed.problems).toHaveLength(2)
+    }))
 })
 
 // --- real messages ------------------------------------------------------------

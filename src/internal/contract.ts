@@ -107,19 +107,31 @@ export const eventHeaders = (event: Event.Any) =>
  * The envelope of one event as published, as JSON Schema: the event's
  * envelope Schema, with the fields the definition fixes (`type`,
  * `aggregateType`, and `schemaVersion` when set) narrowed to their value.
+ * With `version` (one of `event.versions`): the envelope as written at that
+ * version, its `data` that version's wire Schema.
  */
-export const eventPayload = (event: Event.Any, definitions: Definitions, definitionPath?: string): JsonSchema => {
-  const envelope = jsonSchema(event.envelope, definitions, definitionPath)
+export const eventPayload = (
+  event: Event.Any,
+  definitions: Definitions,
+  definitionPath?: string,
+  version?: Event.Any["versions"][number]
+): JsonSchema => {
+  const envelope = jsonSchema(
+    version === undefined ? event.envelope : Envelope.versioned(version.schema, version.schemaVersion),
+    definitions,
+    definitionPath
+  )
   const properties: unknown = (envelope as { readonly properties?: unknown }).properties
   if (typeof properties !== "object" || properties === null) return envelope
   const fixed = (value: string | number) => jsonSchema(Schema.Literal(value), definitions, definitionPath)
+  const schemaVersion = version?.schemaVersion ?? event.schemaVersion
   return {
     ...envelope,
     properties: {
       ...properties,
       type: fixed(event.type),
       aggregateType: fixed(event.aggregate),
-      ...(event.schemaVersion === undefined ? {} : { schemaVersion: fixed(event.schemaVersion) })
+      ...(schemaVersion === undefined ? {} : { schemaVersion: fixed(schemaVersion) })
     }
   }
 }

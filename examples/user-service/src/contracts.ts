@@ -1,7 +1,8 @@
 /**
  * The user service's contract, for teams that do not use effect-nats: the
  * AsyncAPI 3.0 document of its commands, query and events, made from the
- * definitions in domain.ts. `asyncapi.yaml` next to this package is this
+ * definitions in domain.ts and the user aggregate in Users.ts (its events are
+ * stored on each user's subject, `users.user.events.{aggregateId}`). `asyncapi.yaml` next to this package is this
  * document, written by `npx effect-nats asyncapi src/contracts.ts --out asyncapi.yaml`;
  * a test fails when it is stale.
  */
@@ -14,14 +15,12 @@ import {
   ServiceDescription,
   ServiceName,
   ServiceVersion,
-  UpdateEmail,
-  UserCreated,
-  UserDeactivated,
-  UserEmailUpdated
+  UpdateEmail
 } from "./domain.js"
+import { UserAggregate } from "./Users.js"
 
 export default AsyncApi.make({
   service: { name: ServiceName, version: ServiceVersion, description: ServiceDescription, queueGroup: QueueGroup },
-  events: { publishes: [UserCreated, UserEmailUpdated, UserDeactivated] },
+  aggregates: [UserAggregate],
   commands: [CreateUser, UpdateEmail, DeactivateUser, GetUser]
 })

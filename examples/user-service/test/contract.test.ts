@@ -21,7 +21,7 @@ it.live("every message of the scripted session validates against the document", 
   Effect.gen(function*() {
     const { report } = yield* Contracts.during(document, session("user-contract"))
     expect(report.problems).toEqual([])
-    // every command and the query, their successes and typed failures, the events, and $SRV discovery
+    // every command and the query, their successes and typed failures, the user's events, and $SRV discovery
     expect(new Set(report.checked.map((c) => c.message))).toEqual(new Set([
       "users.command.user.create.request",
       "users.command.user.create.success",
@@ -42,4 +42,8 @@ it.live("every message of the scripted session validates against the document", 
       "srv.stats.response",
       "srv.ping.response"
     ]))
+    // the events are on the user's own subject (the aggregate's channel), not on their types: appended
+    // there, and read back from there (each load, the subscriber's projection)
+    const events = report.checked.filter((c) => ["users.user.created", "users.user.email-updated", "users.user.deactivated"].includes(c.message))
+    expect(new Set(events.map((c) => c.subject))).toEqual(new Set(["users.user.events.user-contract"]))
   }).pipe(Effect.provide(ServicesLive.pipe(Layer.provideMerge(NatsTestServer.layerJetStream())))))
