@@ -30,11 +30,11 @@ export class Inbox<A> {
     this.scheduleWake()
   }
 
-  /** Up to one worker's share of the waiting items, or `undefined` when none are waiting. */
-  poll(): ReadonlyArray<A> | undefined {
+  /** Up to one worker's share of the waiting items (at most `max`), or `undefined` when none are waiting. */
+  poll(max: number = this.maxChunk): ReadonlyArray<A> | undefined {
     const size = this.items.length - this.head
-    if (size === 0) return undefined
-    const n = Math.min(this.maxChunk, Math.ceil(size / this.workers))
+    if (size === 0 || max < 1) return undefined
+    const n = Math.min(max, Math.ceil(size / this.workers))
     const chunk = this.items.slice(this.head, this.head + n)
     this.head += n
     if (this.head === this.items.length) {
