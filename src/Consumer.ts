@@ -218,17 +218,12 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     const pipeline = options.pipeline ?? Middleware.defaultPipeline
     const step = Middleware.compose(pipeline(Middleware.defaults(settings)), Middleware.handle)
 
-    // one inbox per worker when ordered, else one shared by all workers. A worker takes its share of what is
-    // waiting; with batches (the dedup store's), everything waiting, up to a batch: one commit for as many as can be
+    // one inbox per worker when ordered, else one shared by all workers
     const ordered = options.orderBy === "aggregate"
     const batch = Option.flatMap(dedup, (store) => store.batch)
     const inboxes = Array.from(
       { length: ordered ? concurrency : 1 },
-      () =>
-        Option.match(batch, {
-          onNone: () => new Inbox<JsMsg>(ordered ? 1 : concurrency, 64),
-          onSome: (b) => new Inbox<JsMsg>(1, b.maxMessages)
-        })
+      () => new Inbox<JsMsg>(ordered ? 1 : concurrency, Option.match(batch, { onNone: () => 64, onSome: (b) => b.maxMessages }))
     )
     const handBack = new HandBack()
 

@@ -11,7 +11,7 @@
  *   transaction per message (inbox check, effect row, outbox row, inbox row,
  *   commit, then ack): the one-transaction-per-message inbox of the usual
  *   frameworks, hand-written. SQLite: one loop (one connection); Postgres:
- *   16 loops on a pool of 16 connections.
+ *   16 messages at once on a pool of 16 connections.
  * - `batched`: `Consumer` with `SqlDedup.layer()` (batches on, the default),
  *   concurrency 16; the handler uses `SqlClient` and `Outbox.enqueue`.
  * - `unbatched`: the same with `SqlDedup.layer({ batch: false })`.
@@ -165,7 +165,7 @@ interface RawEnvelope {
   readonly data: { readonly orderId: string; readonly n: number }
 }
 
-/** The raw side on Postgres: `concurrency` loops on a pool, one transaction per message. */
+/** The raw side on Postgres: up to `concurrency` messages at once on a pool, one transaction per message. */
 const rawPostgres = (fresh: Fresh, durable: string, last: number) =>
   Effect.gen(function*() {
     const js = yield* JetStream.JetStream
@@ -192,19 +192,18 @@ const rawPostgres = (fresh: Fresh, durable: string, last: number) =>
     const t0 = performance.now()
     yield* Effect.promise(async () => {
       const messages = await consumer.consume({ max_messages: 1000 })
-      const iterator = messages[Symbol.asyncIterator]()
-      let done = false
-      // `concurrency` loops take the next message from one iterator
-      const loop = async () => {
-        while (!done) {
-          const next = await iterator.next()
-          if (next.done) return
-          await handle(next.value.json<RawEnvelope>())
-          next.value.ack()
-          if (next.value.info.streamSequence >= last) done = true
-        }
+      // up to `concurrency` messages in their transactions at once, each acked after its commit
+      const running = new Set<Promise<void>>()
+      for await (const m of messages) {
+        const handled: Promise<void> = handle(m.json<RawEnvelope>()).then(() => {
+          m.ack()
+          running.delete(handled)
+        })
+        running.add(handled)
+        if (running.size >= concurrency) await Promise.race(running)
+        if (m.info.streamSequence >= last) break
       }
-      await Promise.all(Array.from({ length: concurrency }, loop))
+      await Promise.all(running)
     })
     yield* untilAcked(durable, last)
     yield* Effect.promise(() => pool.end())

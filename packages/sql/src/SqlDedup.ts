@@ -2,22 +2,31 @@
  * Dedup (an inbox table) on SQL: SQLite (`@effect/sql-sqlite-node`) and
  * Postgres (`@effect/sql-pg`), for exactly-once effects.
  *
- * The consumer runs the handler and the commit in ONE transaction
- * (`transaction` = `sql.withTransaction`), so the handler's own SQL writes
- * (through the same `SqlClient`) and the inbox row `effect_nats_inbox(dedup_key)`
- * commit together or not at all. A committed inbox row means "handled":
+ * The consumer runs the handler and the inbox row in ONE transaction, so the
+ * handler's own SQL writes (through the same `SqlClient`) and the inbox row
+ * `effect_nats_inbox(dedup_key)` commit together or not at all. A committed
+ * inbox row means "handled".
  *
- * - `claim` looks the key up: a committed row is a `Duplicate`, otherwise
- *   `Claimed`. There is no lease: the open transaction is the claim, and a
- *   crashed worker's transaction rolls back, leaving the key free;
- * - `commit` inserts the row inside the handler's transaction. The primary
- *   key is the arbiter between workers handling the same key at once: on
- *   Postgres the second insert waits for the first transaction and, once it
- *   commits, inserts nothing; on SQLite transactions run one at a time. The
- *   loser fails with `DedupError` `reason: "Conflict"`, so its transaction,
- *   with the handler's writes, rolls back; the consumer retries the message,
- *   whose claim is then a `Duplicate` (acked, counted, not handled);
- * - `release` does nothing: a failed transaction has already rolled back.
+ * The consumer's path is `guard`: it inserts the inbox row first (`ON
+ * CONFLICT DO NOTHING`), then runs the handler in the same transaction. A
+ * key that has its row is a duplicate (acked, counted, not handled); the
+ * primary key is the arbiter between workers: on Postgres a second insert of
+ * the same key waits for the first transaction and inserts nothing if it
+ * commits; on SQLite transactions run one at a time. A failure rolls the row
+ * back with the handler's writes. There is no lease: the open transaction is
+ * the claim, and a crashed worker's transaction rolls back, leaving the key
+ * free.
+ *
+ * Batches (default on, see `Dedup.Batch` and {@link Options.batch}): the
+ * consumer commits many messages in one transaction, each in its own
+ * savepoint (released when it succeeds, rolled back when it fails), and acks
+ * them after the commit.
+ *
+ * The four operations of `Dedup.make` are there too: `claim` looks the key
+ * up; `commit` inserts the row (a key committed meanwhile by a concurrent
+ * worker fails with `DedupError` `reason: "Conflict"`, rolling back the
+ * transaction); `release` does nothing (a failed transaction has already
+ * rolled back).
  *
  * Effects outside the database (an HTTP call, a publish) are not covered by
  * the transaction: they may repeat when a concurrent duplicate loses the race.
@@ -27,7 +36,7 @@
  */
 import type * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
+import { SqlError } from "@effect/sql/SqlError"
 import { Clock, Duration, Effect, Exit, Layer, Option, type Scope } from "effect"
 import * as Dedup from "effect-nats/Dedup"
 import * as SqlMigrations from "./SqlMigrations.js"
@@ -165,6 +174,14 @@ export const make = (
         sql.withTransaction(Effect.mapError(self, (error) => new Inner(error))).pipe(
           Effect.mapError((error): E | Dedup.DedupError =>
             error instanceof Inner ? (error.error as E) : storeError("transaction")(error)
+          ),
+          // a COMMIT that fails (a deferred constraint) is a defect of `withTransaction`, and on SQLite it leaves
+          // the transaction open: roll it back (on Postgres it is over already), and fail as the store
+          Effect.catchAllDefect((defect) =>
+            Effect.zipRight(
+              Effect.ignore(sql`ROLLBACK`),
+              Effect.fail(storeError("commit")(defect instanceof SqlError ? defect : new SqlError({ cause: defect })))
+            )
           )
         )
     }

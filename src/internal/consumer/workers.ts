@@ -117,9 +117,7 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
         body: handleNext,
         step: done
       })
-      // a chunk at a time; the worker ends when the inbox is closed and empty (graceful drain)
-      const loop: Effect.Effect<void, never, R> = Effect.flatMap(inbox.take, (taken) => {
-        if (taken === undefined || slot.expired) return Effect.void
+      const run = (taken: ReadonlyArray<JsMsg>): Effect.Effect<void, never, R> => {
         chunk = taken
         position = -1
         handedBack = false
@@ -128,7 +126,12 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
           chunk = []
           return loop
         }))
-      })
+      }
+      // a chunk at a time; the worker ends when the inbox is closed and empty (graceful drain). A batch takes its
+      // messages once its transaction is open: workers waiting for the database hold none
+      const loop: Effect.Effect<void, never, R> = batch === undefined
+        ? Effect.flatMap(inbox.take, (taken) => taken === undefined || slot.expired ? Effect.void : run(taken))
+        : Effect.flatMap(inbox.ready, (open) => !open || slot.expired ? Effect.void : run([]))
 
       // batches: the acks of the batch being run, sent after its commit
       let pending: PendingAcks | undefined
@@ -172,7 +175,7 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
           const body = Effect.whileLoop({ while: more, body: handleNextInBatch, step: done })
           return batch.run(Effect.locally(body, currentPendingAcks, acks)).pipe(
             Effect.matchCauseEffect({
-              onSuccess: () => acks.send,
+              onSuccess: () => Effect.zipRight(Metric.update(Metrics.batchSize, acks.msgs.length), acks.send),
               onFailure: (cause) => Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : batchFailed(acks, cause)
             }),
             Effect.ensuring(Effect.sync(() => {
