@@ -245,6 +245,14 @@ export const consumerStalls = counter(Names.consumerStalls, "pulls found lost (l
  * at once (see `Dedup.Batch`): `messaging.nats.consumer.batch.size`. Its
  * count is the number of commits, its sum the messages they settled.
  *
+ * @example
+ * ```ts
+ * import { Effect, Metric } from "effect"
+ * import { Metrics } from "effect-nats"
+ *
+ * const perCommit = Effect.map(Metric.value(Metrics.batchSize), (h) => (h.count === 0 ? 0 : h.sum / h.count))
+ * ```
+ *
  * @since 0.2.0
  * @category metrics
  */

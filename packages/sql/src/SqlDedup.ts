@@ -73,6 +73,14 @@ export interface Options {
 /**
  * The default batch: up to 100 messages, taking in more for at most 20 ms.
  *
+ * @example
+ * ```ts
+ * import { SqlDedup } from "@effect-nats/sql"
+ *
+ * // half the default size, same window
+ * const DedupLive = SqlDedup.layer({ batch: { maxMessages: SqlDedup.defaultBatch.maxMessages / 2 } })
+ * ```
+ *
  * @since 0.2.0
  * @category constants
  */
