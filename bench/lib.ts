@@ -39,7 +39,7 @@ export const Item = Event.make({
 export const rawPayload = new TextEncoder().encode(JSON.stringify({ i: 0, pad }))
 
 /** The names of a row's two figures: raw nats.js against the toolkit, or the toolkit before and after a run (memory). */
-export type Columns = readonly ["raw", "toolkit"] | readonly ["before", "after"]
+export type Columns = readonly ["raw", "toolkit"] | readonly ["before", "after"] | readonly ["at-least-once", "exactly-once"]
 
 /**
  * One figure of one workload. `ratio` is toolkit / raw (or after / before):

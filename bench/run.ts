@@ -2,7 +2,7 @@
  * `npm run bench`: the toolkit against the raw nats.js client, side by side in
  * one run, on one nats-server, same payload and concurrency, interleaved (raw,
  * toolkit, raw, toolkit, ...) and repeated; medians and ratios. See
- * bench/README.md. `--quick` for smaller counts; `--only=publish,consume,rtt,outbox,memory,rebuild`
+ * bench/README.md. `--quick` for smaller counts; `--only=publish,consume,rtt,outbox,exactlyOnce,memory,rebuild`
  * to run some workloads.
  */
 import { NatsTestServer } from "@effect-nats/testing"
@@ -12,13 +12,14 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { fmt, log, machine, only, quick, type Row, selected, side, toJson } from "./lib.js"
 import { consume } from "./workloads/consume.js"
+import { exactlyOnce } from "./workloads/exactlyOnce.js"
 import { memory } from "./workloads/memory.js"
 import { outbox } from "./workloads/outbox.js"
 import { publish } from "./workloads/publish.js"
 import { rebuild } from "./workloads/rebuild.js"
 import { rtt } from "./workloads/rtt.js"
 
-const workloads = { publish, consume, rtt, outbox, memory, rebuild }
+const workloads = { publish, consume, rtt, outbox, exactlyOnce, memory, rebuild }
 
 const program = Effect.gen(function*() {
   const rows: Array<Row> = []
@@ -43,14 +44,12 @@ Effect.runPromise(program.pipe(Effect.provide(Live), Effect.scoped)).then((rows)
     seconds: Math.round((performance.now() - started) / 1000),
     rows: rows.map(toJson)
   }
-  // the memory rows compare the toolkit with itself: their figures go in the before / after columns
+  // each figure under its own column name: raw / toolkit, before / after (memory), at-least-once / exactly-once
   console.table(rows.map((r) => ({
     workload: r.workload,
     unit: r.unit,
-    raw: r.columns[0] === "raw" ? fmt(r.raw) : "",
-    toolkit: r.columns[0] === "raw" ? fmt(r.toolkit) : "",
-    before: r.columns[0] === "before" ? fmt(r.raw) : "",
-    after: r.columns[0] === "before" ? fmt(r.toolkit) : "",
+    baseline: `${r.columns[0]} ${fmt(r.raw)}`,
+    measured: `${r.columns[1]} ${fmt(r.toolkit)}`,
     ratio: r.ratio.toFixed(2),
     target: r.target,
     met: r.met === null ? "" : r.met ? "yes" : "no"

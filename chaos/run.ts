@@ -44,7 +44,7 @@ interface Scenario {
 
 const scenarios: ReadonlyArray<Scenario> = [
   (() => {
-    const sizes = { messages: count("CONSUMER_MESSAGES", 50_000, 5_000, q), kills: count("CONSUMER_KILLS", 5, 2, q) }
+    const sizes = { messages: count("CONSUMER_MESSAGES", 50_000, 5_000, q), kills: count("CONSUMER_KILLS", 10, 2, q) }
     return { name: consumerCrash.name, sizes, run: consumerCrash.run(sizes) }
   })(),
   (() => {

@@ -30,7 +30,7 @@
  * @since 0.1.0
  */
 import type { JsMsg } from "@nats-io/jetstream"
-import { Duration, Effect, Layer, Schedule, type Scope } from "effect"
+import { Duration, Effect, Layer, Option, Schedule, type Scope } from "effect"
 import * as DeadLetter from "./DeadLetter.js"
 import { Dedup } from "./Dedup.js"
 import type * as Handler from "./Handler.js"
@@ -227,9 +227,10 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
 
     // one inbox per worker when ordered, else one shared by all workers
     const ordered = options.orderBy === "aggregate"
+    const batch = Option.flatMap(dedup, (store) => store.batch)
     const inboxes = Array.from(
       { length: ordered ? concurrency : 1 },
-      () => new Inbox<JsMsg>(ordered ? 1 : concurrency, 64)
+      () => new Inbox<JsMsg>(ordered ? 1 : concurrency, Option.match(batch, { onNone: () => 64, onSome: (b) => b.maxMessages }))
     )
     const handBack = new HandBack()
 
@@ -254,7 +255,9 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
       giveUp,
       handBack,
       ackWait,
-      handlerTimeout
+      handlerTimeout,
+      batch,
+      ordered
     })
     yield* watchMaxDeliveries({ stream: options.stream, durable: options.durable, maxDeliver, js, nats, deadLetter })
     const maxMessages = Math.max(1, Math.min(options.maxAckPending ?? 1000, options.pullBatch ?? Math.max(100, concurrency * 8)))

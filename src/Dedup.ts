@@ -105,7 +105,50 @@ export class Dedup extends Context.Tag("effect-nats/Dedup")<Dedup, {
    * conformance suite through it.
    */
   readonly guard: <A, E, R>(key: string, self: Effect.Effect<A, E, R>) => Effect.Effect<A | NotClaimed, E | DedupError, R>
+  /**
+   * Whether the store can commit many messages at once: `Some` for SQL
+   * stores (unless turned off), `None` for the others. A consumer then
+   * handles a batch of messages inside one {@link Batch.run}: each `guard`
+   * in it runs in its own savepoint, the batch commits once, and only then
+   * are its messages acked.
+   */
+  readonly batch: Option.Option<Batch>
 }>() {}
+
+/**
+ * How a store commits many messages at once (see {@link Dedup.batch}).
+ *
+ * A consumer takes the messages ready when a batch starts and those that
+ * become ready while it runs, up to `maxMessages`, for at most `maxDelay`
+ * (it never waits for messages with the batch open). Inside `run`, each
+ * message's `guard` is a savepoint: a message that fails rolls back to it
+ * and takes the usual path (in-process retry, nak with delay, dead letter);
+ * the others commit together when `run` ends. If the commit fails, none of
+ * them is acked and the server redelivers them.
+ *
+ * @example
+ * ```ts
+ * import { Duration, Effect, Option } from "effect"
+ * import type { Dedup } from "effect-nats"
+ *
+ * const describe = (store: Dedup.Dedup["Type"]) =>
+ *   Option.match(store.batch, {
+ *     onNone: () => "one transaction per message",
+ *     onSome: (b) => `up to ${b.maxMessages} messages per transaction, open at most ${Duration.format(b.maxDelay)}`
+ *   })
+ * ```
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Batch {
+  /** The most messages one batch holds. */
+  readonly maxMessages: number
+  /** The longest a batch takes in more messages before it commits. */
+  readonly maxDelay: Duration.Duration
+  /** Run `self` (the handling of the batch's messages) in one transaction, committed when it succeeds. */
+  readonly run: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | DedupError, R>
+}
 
 /**
  * What {@link Dedup.guard} gives when the message is not handled here:
@@ -140,6 +183,8 @@ const isConflict = (cause: Cause.Cause<unknown>) =>
 /**
  * Make a store from its key and four operations; `guard` is claim, then
  * `transaction(self + commit)`, then release on failure or interruption.
+ * A store that can commit many messages at once also gives its `batch`
+ * (see {@link Batch}; without it, `None`).
  *
  * @example
  * ```ts
@@ -159,9 +204,10 @@ const isConflict = (cause: Cause.Cause<unknown>) =>
  * @since 0.1.0
  * @category constructors
  */
-export const make = (store: Omit<Dedup["Type"], "guard">): Dedup["Type"] =>
+export const make = (store: Omit<Dedup["Type"], "guard" | "batch"> & { readonly batch?: Batch | undefined }): Dedup["Type"] =>
   Dedup.of({
     ...store,
+    batch: Option.fromNullable(store.batch),
     guard: <A, E, R>(key: string, self: Effect.Effect<A, E, R>) =>
       Effect.flatMap(store.claim(key), (claim): Effect.Effect<A | NotClaimed, E | DedupError, R> =>
         claim !== "Claimed"
@@ -278,6 +324,7 @@ export const makeMemory = (options: MemoryOptions = {}) =>
       commit: (key) => Effect.clockWith((clock) => Effect.succeed(state.commit(key, clock.unsafeCurrentTimeMillis()))),
       release: (key) => Effect.sync(() => state.release(key)),
       transaction: (self) => self,
+      batch: Option.none(),
       // what `make` builds, in fewer steps: the store's state changes are plain calls inside one region
       guard: <A, E, R>(key: string, self: Effect.Effect<A, E, R>) =>
         Effect.clockWith((clock): Effect.Effect<A | NotClaimed, E, R> => {

@@ -63,6 +63,7 @@ export const Names = {
   timeouts: "messaging.nats.process.timeouts",
   callbackDefects: "messaging.nats.client.callback_defects",
   consumerStalls: "messaging.nats.consumer.stalls",
+  batchSize: "messaging.nats.consumer.batch.size",
   outboxPending: "messaging.nats.outbox.pending",
   outboxOldestAge: "messaging.nats.outbox.oldest_age",
   consumerPending: "messaging.nats.consumer.pending",
@@ -89,6 +90,7 @@ export const units: Readonly<Record<string, string>> = {
   [Names.timeouts]: "{message}",
   [Names.callbackDefects]: "{exception}",
   [Names.consumerStalls]: "{stall}",
+  [Names.batchSize]: "{message}",
   [Names.outboxPending]: "{row}",
   [Names.outboxOldestAge]: "s",
   [Names.consumerPending]: "{message}",
@@ -241,6 +243,29 @@ export const callbackDefects = counter(Names.callbackDefects, "exceptions caught
  * @category metrics
  */
 export const consumerStalls = counter(Names.consumerStalls, "pulls found lost (leader elected, heartbeats missed, reconnect) and issued again")
+
+/**
+ * Messages per committed batch of a consumer whose dedup store commits many
+ * at once (see `Dedup.Batch`): `messaging.nats.consumer.batch.size`. Its
+ * count is the number of commits, its sum the messages they settled.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Metric } from "effect"
+ * import { Metrics } from "effect-nats"
+ *
+ * const perCommit = Effect.map(Metric.value(Metrics.batchSize), (h) => (h.count === 0 ? 0 : h.sum / h.count))
+ * ```
+ *
+ * @since 0.2.0
+ * @category metrics
+ */
+export const batchSize: Metric.Metric.Histogram<number> = Metric.histogram(
+  Names.batchSize,
+  // 1 .. 512
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 10 }),
+  "messages per committed batch"
+)
 
 /**
  * Duration of a successful handler: `messaging.process.duration`, in seconds

@@ -43,6 +43,7 @@ import * as Dedup from "./Dedup.js"
 import * as Envelope from "./Envelope.js"
 import type * as Event from "./Event.js"
 import * as Causation from "./internal/causation.js"
+import { currentPendingAcks } from "./internal/consumer/pendingAcks.js"
 import * as Json from "./internal/json.js"
 import * as Handler from "./Handler.js"
 import { retryAfter } from "./internal/retry.js"
@@ -245,6 +246,27 @@ const countAck = (fiber: Fiber.RuntimeFiber<unknown, unknown>, outcome: AckOutco
   Metrics.acked.unsafeUpdate(1, labels)
 }
 
+/** Ack the message (`ack()`, or `ackAck()` with `ack: "confirm"`) and count it; succeeds with the outcome. */
+const ack = (
+  settings: Settings,
+  msg: JsMsg,
+  outcome: AckOutcome,
+  fiber: Fiber.RuntimeFiber<unknown, unknown>
+): Effect.Effect<Outcome> => {
+  if (settings.ack === "confirm") {
+    return Effect.promise(() => msg.ackAck().catch(() => false)).pipe(
+      Effect.zipRight(Effect.sync(() => {
+        countAck(fiber, outcome)
+        return outcome
+      }))
+    )
+  }
+  // ack() only queues the ack, nats.js writes the acks of a tick together
+  msg.ack()
+  countAck(fiber, outcome)
+  return Effect.succeed(outcome)
+}
+
 /** Settle the message on the fiber that settles it; succeeds with the outcome. */
 const apply = (
   settings: Settings,
@@ -254,18 +276,13 @@ const apply = (
 ): Effect.Effect<Outcome> => {
   switch (outcome._tag) {
     case "Ack": {
-      if (settings.ack === "confirm") {
-        return Effect.promise(() => d.msg.ackAck().catch(() => false)).pipe(
-          Effect.zipRight(Effect.sync(() => {
-            countAck(fiber, outcome)
-            return outcome
-          }))
-        )
+      // in a batch (see Dedup.Batch) the ack waits for the batch's commit
+      const pending = fiber.getFiberRef(currentPendingAcks)
+      if (pending !== undefined) {
+        pending.add(d.msg, Effect.asVoid(Effect.suspend(() => ack(settings, d.msg, outcome, fiber))), settings.ack === "confirm")
+        return Effect.succeed(outcome)
       }
-      // ack() only queues the ack, nats.js writes the acks of a tick together
-      d.msg.ack()
-      countAck(fiber, outcome)
-      return Effect.succeed(outcome)
+      return ack(settings, d.msg, outcome, fiber)
     }
     case "Nak":
       return Effect.zipRight(

@@ -12,6 +12,14 @@ export const OrderPlaced = Event.make({
   aggregateId: (d) => d.orderId
 })
 
+/** Scenario 1: what the orders consumer enqueues in its outbox for each order it handles (`source`: the order message's id). */
+export const OrderConfirmed = Event.make({
+  type: "chaos.order.confirmed",
+  aggregate: "Order",
+  schema: Schema.Struct({ source: Schema.String, n: Schema.Number }),
+  aggregateId: (d) => d.source
+})
+
 /** Scenario 2 (outbox relay crash): `line` is the position of the row within its aggregate. */
 export const LineAdded = Event.make({
   type: "outbox.cart.line_added",

@@ -7,8 +7,8 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { SqlDedup, SqlOutbox } from "@effect-nats/sql"
 import { Effect, Layer, Schedule } from "effect"
-import { Consumer, DeadLetter, Handler, JetStream, NatsClient, OutboxRelay, Publisher } from "effect-nats"
-import { JobQueued, OrderPlaced } from "./events.js"
+import { Consumer, DeadLetter, Handler, JetStream, NatsClient, Outbox, OutboxRelay, Publisher } from "effect-nats"
+import { JobQueued, OrderConfirmed, OrderPlaced } from "./events.js"
 
 /** Settings of the scenario 1 consumer. */
 export interface OrdersConfig {
@@ -25,13 +25,17 @@ export const createEffects = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   sql`CREATE TABLE IF NOT EXISTS effects (
     id INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL)`)
 
+// an effect row and an outbox row, in the batch's transaction (each message in its own savepoint)
 const onPlaced = Handler.make(OrderPlaced, (e) =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    sql`INSERT INTO effects (msg_id, n, pid) VALUES (${e.id}, ${e.data.n}, ${process.pid})`))
+    sql`INSERT INTO effects (msg_id, n, pid) VALUES (${e.id}, ${e.data.n}, ${process.pid})`).pipe(
+      Effect.zipRight(Effect.flatMap(Outbox.Outbox, (outbox) => outbox.enqueue(OrderConfirmed, { source: e.id, n: e.data.n })))
+    ))
 
 /**
  * Scenario 1: a consumer with exactly-once effects on a SQLite file. SqlDedup
- * runs the handler's insert and the inbox row in ONE transaction.
+ * commits batches of messages (the default): each message's effect row,
+ * outbox row and inbox row in its own savepoint, one commit per batch.
  */
 export const OrdersConsumer = (config: OrdersConfig) => {
   const consumer = Layer.scopedDiscard(Effect.gen(function*() {
@@ -50,7 +54,7 @@ export const OrdersConsumer = (config: OrdersConfig) => {
     })
   }))
   return consumer.pipe(
-    Layer.provide(Layer.mergeAll(SqlDedup.layer(), DeadLetter.layer())),
+    Layer.provide(Layer.mergeAll(SqlDedup.layer(), DeadLetter.layer(), Outbox.layer().pipe(Layer.provide(SqlOutbox.layer())))),
     Layer.provideMerge(SqliteClient.layer({ filename: config.db })),
     Layer.provide(JetStream.layer),
     Layer.provide(NatsClient.layer({ servers: config.url, name: `chaos-orders-${process.pid}`, reconnectTimeWait: "250 millis" }))

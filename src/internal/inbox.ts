@@ -20,6 +20,7 @@ export class Inbox<A> {
   private items: Array<A> = []
   private head = 0
   private waiting: Array<Waiter<A>> = []
+  private waitingReady: Array<(open: boolean) => void> = []
   private wakeScheduled = false
   private closed = false
 
@@ -30,11 +31,11 @@ export class Inbox<A> {
     this.scheduleWake()
   }
 
-  /** Up to one worker's share of the waiting items, or `undefined` when none are waiting. */
-  poll(): ReadonlyArray<A> | undefined {
+  /** Up to one worker's share of the waiting items (at most `max`), or `undefined` when none are waiting. */
+  poll(max: number = this.maxChunk): ReadonlyArray<A> | undefined {
     const size = this.items.length - this.head
-    if (size === 0) return undefined
-    const n = Math.min(this.maxChunk, Math.ceil(size / this.workers))
+    if (size === 0 || max < 1) return undefined
+    const n = Math.min(max, Math.ceil(size / this.workers))
     const chunk = this.items.slice(this.head, this.head + n)
     this.head += n
     if (this.head === this.items.length) {
@@ -60,6 +61,24 @@ export class Inbox<A> {
     })
   })
 
+  /**
+   * Wait until items are waiting (`true`), or the inbox is closed and empty
+   * (`false`), without taking any: for a worker that must be ready before it
+   * takes (a batch, once its transaction is open). An offer wakes one such
+   * worker per waiting item, so a single item wakes one worker.
+   */
+  readonly ready: Effect.Effect<boolean> = Effect.suspend(() => {
+    if (this.items.length > this.head) return Effect.succeed(true)
+    if (this.closed) return Effect.succeed(false)
+    return Effect.async<boolean>((resume) => {
+      const waiter = (open: boolean) => resume(Effect.succeed(open))
+      this.waitingReady.push(waiter)
+      return Effect.sync(() => {
+        this.waitingReady = this.waitingReady.filter((w) => w !== waiter)
+      })
+    })
+  })
+
   /** No more offers: the workers take what is left, then get `undefined`. */
   close(): void {
     this.closed = true
@@ -75,7 +94,7 @@ export class Inbox<A> {
   }
 
   private scheduleWake(): void {
-    if (this.waiting.length > 0 && !this.wakeScheduled) {
+    if ((this.waiting.length > 0 || this.waitingReady.length > 0) && !this.wakeScheduled) {
       this.wakeScheduled = true
       queueMicrotask(this.wake)
     }
@@ -83,6 +102,11 @@ export class Inbox<A> {
 
   private readonly wake = (): void => {
     this.wakeScheduled = false
+    const size = this.items.length - this.head
+    if (this.waitingReady.length > 0 && (size > 0 || this.closed)) {
+      const woken = this.closed ? this.waitingReady.splice(0) : this.waitingReady.splice(0, size)
+      for (const waiter of woken) waiter(size > 0)
+    }
     if (this.waiting.length === 0) return
     const chunk = this.poll()
     if (chunk === undefined && !this.closed) return

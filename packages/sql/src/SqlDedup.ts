@@ -2,22 +2,31 @@
  * Dedup (an inbox table) on SQL: SQLite (`@effect/sql-sqlite-node`) and
  * Postgres (`@effect/sql-pg`), for exactly-once effects.
  *
- * The consumer runs the handler and the commit in ONE transaction
- * (`transaction` = `sql.withTransaction`), so the handler's own SQL writes
- * (through the same `SqlClient`) and the inbox row `effect_nats_inbox(dedup_key)`
- * commit together or not at all. A committed inbox row means "handled":
+ * The consumer runs the handler and the inbox row in ONE transaction, so the
+ * handler's own SQL writes (through the same `SqlClient`) and the inbox row
+ * `effect_nats_inbox(dedup_key)` commit together or not at all. A committed
+ * inbox row means "handled".
  *
- * - `claim` looks the key up: a committed row is a `Duplicate`, otherwise
- *   `Claimed`. There is no lease: the open transaction is the claim, and a
- *   crashed worker's transaction rolls back, leaving the key free;
- * - `commit` inserts the row inside the handler's transaction. The primary
- *   key is the arbiter between workers handling the same key at once: on
- *   Postgres the second insert waits for the first transaction and, once it
- *   commits, inserts nothing; on SQLite transactions run one at a time. The
- *   loser fails with `DedupError` `reason: "Conflict"`, so its transaction,
- *   with the handler's writes, rolls back; the consumer retries the message,
- *   whose claim is then a `Duplicate` (acked, counted, not handled);
- * - `release` does nothing: a failed transaction has already rolled back.
+ * The consumer's path is `guard`: it inserts the inbox row first (`ON
+ * CONFLICT DO NOTHING`), then runs the handler in the same transaction. A
+ * key that has its row is a duplicate (acked, counted, not handled); the
+ * primary key is the arbiter between workers: on Postgres a second insert of
+ * the same key waits for the first transaction and inserts nothing if it
+ * commits; on SQLite transactions run one at a time. A failure rolls the row
+ * back with the handler's writes. There is no lease: the open transaction is
+ * the claim, and a crashed worker's transaction rolls back, leaving the key
+ * free.
+ *
+ * Batches (default on, see `Dedup.Batch` and {@link Options.batch}): the
+ * consumer commits many messages in one transaction, each in its own
+ * savepoint (released when it succeeds, rolled back when it fails), and acks
+ * them after the commit.
+ *
+ * The four operations of `Dedup.make` are there too: `claim` looks the key
+ * up; `commit` inserts the row (a key committed meanwhile by a concurrent
+ * worker fails with `DedupError` `reason: "Conflict"`, rolling back the
+ * transaction); `release` does nothing (a failed transaction has already
+ * rolled back).
  *
  * Effects outside the database (an HTTP call, a publish) are not covered by
  * the transaction: they may repeat when a concurrent duplicate loses the race.
@@ -27,8 +36,8 @@
  */
 import type * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
-import { Clock, Duration, Effect, Layer, type Scope } from "effect"
+import { SqlError } from "@effect/sql/SqlError"
+import { Clock, Duration, Effect, Exit, Layer, Option, type Scope } from "effect"
 import * as Dedup from "effect-nats/Dedup"
 import * as SqlMigrations from "./SqlMigrations.js"
 
@@ -49,7 +58,33 @@ export interface Options {
   readonly cleanupInterval?: Duration.DurationInput | undefined
   /** Run the migrations on start (default true). */
   readonly migrate?: boolean | undefined
+  /**
+   * Commit many messages in one transaction (see `Dedup.Batch`): each
+   * message in its own savepoint, one commit per batch, acks after it.
+   * Default on: up to 100 messages, taking in more for at most 20 ms.
+   * `false`: one transaction per message.
+   */
+  readonly batch?:
+    | false
+    | { readonly maxMessages?: number | undefined; readonly maxDelay?: Duration.DurationInput | undefined }
+    | undefined
 }
+
+/**
+ * The default batch: up to 100 messages, taking in more for at most 20 ms.
+ *
+ * @example
+ * ```ts
+ * import { SqlDedup } from "@effect-nats/sql"
+ *
+ * // half the default size, same window
+ * const DedupLive = SqlDedup.layer({ batch: { maxMessages: SqlDedup.defaultBatch.maxMessages / 2 } })
+ * ```
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const defaultBatch = { maxMessages: 100, maxDelay: Duration.millis(20) } as const
 
 const storeError = (method: string) => (cause: SqlError) =>
   new Dedup.DedupError({ reason: "Store", method, message: `SqlDedup.${method}: ${cause.message}`, cause })
@@ -80,13 +115,20 @@ export const make = (
         Effect.mapError(storeError("claim"))
       )
 
-    const commit = (key: string) =>
+    // the inbox row, unless the key has one: whether it was written (on Postgres, a row another open
+    // transaction is writing waits for it: none if it commits, ours if it rolls back)
+    const insertKey = (key: string, method: string) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         sql`INSERT INTO effect_nats_inbox (dedup_key, handled_at) VALUES (${key}, ${now})
           ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key`).pipe(
-          Effect.mapError(storeError("commit")),
-          Effect.flatMap((rows) =>
-            rows.length === 1 ? Effect.void : Effect.fail(
+          Effect.map((rows) => rows.length === 1),
+          Effect.mapError(storeError(method))
+        )
+
+    const commit = (key: string) =>
+      insertKey(key, "commit").pipe(
+          Effect.flatMap((inserted) =>
+            inserted ? Effect.void : Effect.fail(
               new Dedup.DedupError({
                 reason: "Conflict",
                 method: "commit",
@@ -96,8 +138,29 @@ export const make = (
           )
         )
 
+    // a message's own savepoint in a batch's transaction, released when it succeeds: Effect's nested
+    // `withTransaction` keeps every savepoint until the commit, and SQLite journals a page again for each
+    // savepoint still open (a batch of 100 was 3 times slower per message)
+    const savepoint = <A, E, R>(self: Effect.Effect<A, E | SqlError, R>): Effect.Effect<A, E | SqlError, R> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.zipRight(
+          sql`SAVEPOINT effect_nats_message`,
+          Effect.flatMap(Effect.exit(restore(self)), (exit) =>
+            Effect.zipRight(
+              Exit.isSuccess(exit)
+                ? sql`RELEASE SAVEPOINT effect_nats_message`
+                : Effect.zipRight(sql`ROLLBACK TO SAVEPOINT effect_nats_message`, sql`RELEASE SAVEPOINT effect_nats_message`),
+              exit
+            ))
+        )
+      )
+
+    // one transaction, or a savepoint in the batch's
     const transaction = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | Dedup.DedupError, R> =>
-      sql.withTransaction(Effect.mapError(self, (error) => new Inner(error))).pipe(
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (open) => {
+        const inner = Effect.mapError(self, (error) => new Inner(error))
+        return Option.isSome(open) ? savepoint(inner) : sql.withTransaction(inner)
+      }).pipe(
         Effect.mapError((error): E | Dedup.DedupError =>
           error instanceof Inner ? (error.error as E) : storeError("transaction")(error)
         )
@@ -111,12 +174,46 @@ export const make = (
         Effect.forkScoped
       )
 
-    return Dedup.make({
+    const batch = options.batch === false ? undefined : {
+      maxMessages: Math.max(1, options.batch?.maxMessages ?? defaultBatch.maxMessages),
+      maxDelay: Duration.decode(options.batch?.maxDelay ?? defaultBatch.maxDelay),
+      // the transactions inside it (`transaction`, and the handlers' own) are savepoints
+      run: <A, E, R>(self: Effect.Effect<A, E, R>) =>
+        sql.withTransaction(Effect.mapError(self, (error) => new Inner(error))).pipe(
+          Effect.mapError((error): E | Dedup.DedupError =>
+            error instanceof Inner ? (error.error as E) : storeError("transaction")(error)
+          ),
+          // a COMMIT that fails (a deferred constraint) is a defect of `withTransaction`, and on SQLite it leaves
+          // the transaction open: roll it back (on Postgres it is over already), and fail as the store
+          Effect.catchAllDefect((defect) =>
+            Effect.zipRight(
+              Effect.ignore(sql`ROLLBACK`),
+              Effect.fail(storeError("commit")(defect instanceof SqlError ? defect : new SqlError({ cause: defect })))
+            )
+          )
+        )
+    }
+
+    const store = Dedup.make({
       key: Dedup.keyOf(options.key ?? "id", options.namespace),
       claim,
       commit,
       release: () => Effect.void,
-      transaction
+      transaction,
+      batch
+    })
+    return Dedup.Dedup.of({
+      ...store,
+      // what `make` builds (claim, handle, commit), in fewer statements: the inbox row first, then the handler,
+      // in one transaction (or savepoint); a key that has its row is a duplicate, and a failure rolls the row back
+      guard: <A, E, R>(key: string, self: Effect.Effect<A, E, R>) =>
+        transaction(
+          Effect.flatMap(
+            insertKey(key, "claim"),
+            (inserted): Effect.Effect<A | Dedup.NotClaimed, E | Dedup.DedupError, R> =>
+              inserted ? self : Effect.succeed(Dedup.NotClaimed.Duplicate)
+          )
+        )
     })
   })
 

@@ -63,7 +63,16 @@ export interface Options {
   readonly sources?: ReadonlyArray<Source>
   /** container image; default `postgres:16` */
   readonly image?: string
+  /**
+   * Keep `fsync` and `full_page_writes` on, as a production server does
+   * (default false: tests run faster without; benchmarks of commit-bound
+   * work want them on).
+   */
+  readonly durable?: boolean
 }
+
+/** The server's durability settings (`-c` flags), fsync off unless `durable`. */
+const durability = (options: Options): string => options.durable === true ? "" : " -c fsync=off -c full_page_writes=off"
 
 const notFoundHelp = (): string =>
   `Install Postgres (here: \`${Provision.installCommand("postgres", Provision.currentHost())}\`; ` +
@@ -208,7 +217,7 @@ const fromBinary = (options: Options): Effect.Effect<PostgresTestServer["Type"],
 
     for (let attempt = 1;; attempt++) {
       const port = yield* freePort.pipe(Effect.mapError((cause) => fail("StartFailed", `no free port: ${cause.message}`, cause)))
-      const serverOptions = `-p ${port} -k '${dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off`
+      const serverOptions = `-p ${port} -k '${dir}' -c listen_addresses=127.0.0.1${durability(options)}`
       const started = yield* runner.run(
         pgCtl,
         ["-D", dataDir, "-o", serverOptions, "-l", logFile, "-w", "-t", "30", "start"],
@@ -243,7 +252,7 @@ const fromContainer = (options: Options): Effect.Effect<PostgresTestServer["Type
         Containers.startContainer({
           image: options.image ?? "postgres:16",
           environment: { POSTGRES_HOST_AUTH_METHOD: "trust" },
-          command: ["-c", "fsync=off", "-c", "full_page_writes=off"],
+          command: durability(options).trim().split(" ").filter((part) => part !== ""),
           port: { container: 5432 },
           tmpfs: { "/var/lib/postgresql/data": "rw" },
           // the entrypoint starts a temporary server for init, then the real one

@@ -7,11 +7,13 @@
  * @internal
  */
 import type { JsMsg } from "@nats-io/jetstream"
-import { Cause, Duration, Effect, Fiber, Metric, Schedule, type Scope } from "effect"
+import { Cause, Duration, Effect, Fiber, Metric, Option, Schedule, type Scope } from "effect"
+import type * as Dedup from "../../Dedup.js"
 import * as Metrics from "../../Metrics.js"
 import type { Outcome } from "../../Middleware.js"
 import type { Inbox } from "../inbox.js"
 import type { HandBack } from "./handBack.js"
+import { currentPendingAcks, PendingAcks } from "./pendingAcks.js"
 
 /** What the workers run and how long a message may take. */
 export interface Options<R> {
@@ -26,6 +28,14 @@ export interface Options<R> {
   readonly handBack: HandBack
   readonly ackWait: Duration.Duration
   readonly handlerTimeout: Duration.Duration
+  /** Commit many messages at once (the dedup store's batch, see `Dedup.Batch`). */
+  readonly batch: Option.Option<Dedup.Batch>
+  /**
+   * Messages of one aggregate are in order (`orderBy: "aggregate"`): in a
+   * batch, a message nak'ed holds its aggregate, the batch's later messages
+   * of that aggregate are nak'ed with it instead of committing ahead of it.
+   */
+  readonly ordered: boolean
 }
 
 /** The running workers. */
@@ -56,6 +66,7 @@ interface Slot {
 export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Scope.Scope | R> =>
   Effect.gen(function*() {
     const { durable, handBack, inboxes } = options
+    const batch = Option.getOrUndefined(options.batch)
     const handlerTimeout = Duration.toMillis(options.handlerTimeout)
     const running = new Map<Slot, Fiber.RuntimeFiber<void, never>>()
     const fibers = () => [...running.values()]
@@ -98,28 +109,96 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
         }
         return Effect.catchAllCause(handled, failed)
       }
+      const done = () => {
+        slot.msg = undefined
+      }
       const handleChunk = Effect.whileLoop({
         while: () => position + 1 < chunk.length && !handedBack && !slot.expired,
         body: handleNext,
-        step: () => {
-          slot.msg = undefined
-        }
+        step: done
       })
-      // a chunk at a time; the worker ends when the inbox is closed and empty (graceful drain)
-      const loop: Effect.Effect<void, never, R> = Effect.flatMap(inbox.take, (taken) => {
-        if (taken === undefined || slot.expired) return Effect.void
+      const run = (taken: ReadonlyArray<JsMsg>): Effect.Effect<void, never, R> => {
         chunk = taken
         position = -1
         handedBack = false
         // (the chunk is let go before waiting for the next: a worker holds no message it is done with)
-        return Effect.zipRight(handleChunk, Effect.suspend(() => {
+        return Effect.zipRight(batch === undefined ? handleChunk : handleBatch(batch), Effect.suspend(() => {
           chunk = []
           return loop
         }))
-      })
+      }
+      // a chunk at a time; the worker ends when the inbox is closed and empty (graceful drain). A batch takes its
+      // messages once its transaction is open: workers waiting for the database hold none
+      const loop: Effect.Effect<void, never, R> = batch === undefined
+        ? Effect.flatMap(inbox.take, (taken) => taken === undefined || slot.expired ? Effect.void : run(taken))
+        : Effect.flatMap(inbox.ready, (open) => !open || slot.expired ? Effect.void : run([]))
+
+      // batches: the acks of the batch being run, sent after its commit
+      let pending: PendingAcks | undefined
+      // ordered consumers: the aggregates of the batch held by a nak'ed message, with its delay
+      const held = new Map<string, Duration.Duration>()
+      const aggregateOf = (msg: JsMsg) => msg.headers?.get("Aggregate-Id") || undefined
+      const holdOnNak = (msg: JsMsg) => (outcome: Outcome | void) => {
+        const aggregate = aggregateOf(msg)
+        if (outcome !== undefined && outcome._tag === "Nak" && aggregate !== undefined && !held.has(aggregate)) held.set(aggregate, outcome.delay)
+      }
+      // the next message of a batch; in an ordered consumer, nak'ed with its aggregate's held message
+      const handleNextInBatch = () => {
+        if (!options.ordered) return handleNext()
+        const msg = chunk[position + 1]!
+        const aggregate = aggregateOf(msg)
+        const delay = aggregate === undefined ? undefined : held.get(aggregate)
+        if (delay === undefined) return Effect.tap(handleNext(), holdOnNak(msg))
+        position++
+        return Effect.zipRight(
+          Effect.sync(() => msg.nak(Duration.toMillis(delay))),
+          Metric.increment(Metrics.redelivered)
+        )
+      }
+      // the messages of the batch: the chunk, then what becomes ready while it runs (up to the batch's size and time)
+      const handleBatch = (batch: Dedup.Batch) =>
+        Effect.suspend(() => {
+          const acks = new PendingAcks()
+          pending = acks
+          held.clear()
+          const started = performance.now()
+          const maxDelay = Duration.toMillis(batch.maxDelay)
+          const more = () => {
+            if (handedBack || slot.expired) return false
+            if (position + 1 < chunk.length) return true
+            if (chunk.length >= batch.maxMessages || performance.now() - started >= maxDelay || handBack.stopping) return false
+            const ready = inbox.poll(batch.maxMessages - chunk.length)
+            if (ready === undefined) return false
+            chunk = chunk.concat(ready)
+            return true
+          }
+          const body = Effect.whileLoop({ while: more, body: handleNextInBatch, step: done })
+          return batch.run(Effect.locally(body, currentPendingAcks, acks)).pipe(
+            Effect.matchCauseEffect({
+              onSuccess: () => Effect.zipRight(Metric.update(Metrics.batchSize, acks.msgs.length), acks.send),
+              onFailure: (cause) => Cause.isInterruptedOnly(cause) ? Effect.failCause(cause as Cause.Cause<never>) : batchFailed(acks, cause)
+            }),
+            Effect.ensuring(Effect.sync(() => {
+              pending = undefined
+            }))
+          )
+        })
+      // the batch did not commit: its handled messages' effects are rolled back, and what it did not start was not
+      // handled: nak them all (or dead-letter them at their last delivery)
+      const batchFailed = (acks: PendingAcks, cause: Cause.Cause<unknown>) => {
+        const unsettled = [...acks.msgs, ...chunk.slice(position + 1)]
+        position = chunk.length
+        const message = `the batch's transaction failed: ${Cause.pretty(cause).slice(0, 512)}`
+        return Effect.zipRight(
+          Effect.logError(`Consumer ${durable}: a batch of ${unsettled.length} messages did not commit; handing them back`, cause),
+          Effect.forEach(unsettled, (msg) => options.giveUp(msg, "MaxDeliveries", "BatchFailed", message), { discard: true })
+        )
+      }
       return loop.pipe(
         Effect.onInterrupt(() =>
           Effect.sync(() => {
+            // a batch interrupted is rolled back: its handled messages go back too
+            if (pending !== undefined) handBack.giveBack(pending.msgs)
             if (!handedBack) handBack.giveBack(chunk.slice(position + 1))
           })
         ),
