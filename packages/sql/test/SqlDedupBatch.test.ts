@@ -45,7 +45,8 @@ const suite = <R>(name: string, sql: Layer.Layer<SqlClient.SqlClient | R, unknow
           const stream = yield* billingStream
           const publisher = yield* Publisher.Publisher
           yield* createEffects
-          const dedup = yield* SqlDedup.make()
+          // a long window: on a loaded machine a batch still takes in everything ready (it never waits for more)
+          const dedup = yield* SqlDedup.make({ batch: { maxDelay: "2 seconds" } })
           expect(Option.map(dedup.batch, (b) => b.maxMessages)).toEqual(Option.some(SqlDedup.defaultBatch.maxMessages))
           const prefix = unique("inv")
           const n = 300
@@ -56,6 +57,8 @@ const suite = <R>(name: string, sql: Layer.Layer<SqlClient.SqlClient | R, unknow
           yield* Consumer.make({
             stream,
             durable,
+            // one worker: its batches take everything ready, however the pulls and the workers interleave
+            concurrency: 1,
             handlers: [
               Handler.make(InvoiceIssued, (e) =>
                 Effect.zipRight(
@@ -74,7 +77,7 @@ const suite = <R>(name: string, sql: Layer.Layer<SqlClient.SqlClient | R, unknow
           const after = yield* batches
           // every handled message went through a batch, and batches held many
           expect(after.messages - before.messages).toBe(n - 1)
-          expect(after.commits - before.commits).toBeLessThan((n - 1) / 2)
+          expect(after.commits - before.commits).toBeLessThan((n - 1) / 4)
         }))
 
       it.scoped("a batch whose commit fails acks none of its messages: they come back and each commits once", () =>
