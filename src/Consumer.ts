@@ -272,7 +272,23 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
     yield* watchMaxDeliveries({ stream: options.stream, durable: options.durable, maxDeliver, js, nats, deadLetter })
     const maxMessages = Math.max(1, Math.min(options.maxAckPending ?? 1000, options.pullBatch ?? Math.max(100, concurrency * 8)))
     const heartbeat = Duration.decode(options.heartbeat ?? "1 second")
-    const pull = yield* Pull.start({ stream: options.stream, durable: options.durable, maxMessages, heartbeat, inboxes, handBack, js, nats })
+    // ordered: messages an earlier instance left pending come back after their ack wait; later ones wait for them
+    const pending = ordered ? yield* Effect.option(js.consumerInfo(options.stream, options.durable)) : Option.none()
+    const fence = Option.match(pending, {
+      onNone: () => undefined,
+      onSome: (info) => info.num_ack_pending > 0 ? { upTo: info.delivered.stream_seq, wait: ackWait } : undefined
+    })
+    const pull = yield* Pull.start({
+      stream: options.stream,
+      durable: options.durable,
+      maxMessages,
+      heartbeat,
+      inboxes,
+      handBack,
+      fence,
+      js,
+      nats
+    })
     yield* Drain.onClose({ durable: options.durable, pull, inboxes, handBack, workers, drainTimeout })
   }) as Effect.Effect<
     void,

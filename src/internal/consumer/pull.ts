@@ -10,7 +10,7 @@
  * @internal
  */
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream"
-import { Cause, Duration, Effect, Runtime, type Scope } from "effect"
+import { Cause, Duration, Effect, Runtime, Schedule, type Scope } from "effect"
 import type { JetStream } from "../../JetStream.js"
 import * as Metrics from "../../Metrics.js"
 import type { NatsClient } from "../../NatsClient.js"
@@ -42,6 +42,15 @@ export interface Options {
   /** One inbox per worker, chosen by the `Aggregate-Id` header (else the subject), or one shared by all. */
   readonly inboxes: ReadonlyArray<Inbox<JsMsg>>
   readonly handBack: HandBack
+  /**
+   * An ordered consumer started while its durable had messages pending (an
+   * instance that crashed left them unacked): messages past `upTo` (the
+   * durable's last delivered stream sequence) are kept back, alive, until
+   * every message up to `upTo` is acked, at most twice `wait` (its ack
+   * wait), so that the pending ones, redelivered once their ack wait runs
+   * out, are handled before later messages of their aggregate.
+   */
+  readonly fence?: { readonly upTo: number; readonly wait: Duration.Duration } | undefined
   readonly js: JetStream["Type"]
   readonly nats: NatsClient["Type"]
 }
@@ -85,6 +94,49 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
       const key = msg.headers?.get("Aggregate-Id") || msg.subject
       return inboxes[hash(key) % inboxes.length]!
     }
+    // the fence: what arrives past `upTo` waits (kept alive) until the fence is lifted, then goes to the inboxes in order
+    let fenced: Array<JsMsg> | undefined
+    const fence = options.fence
+    const offer = (msg: JsMsg) => {
+      if (fenced !== undefined && msg.seq > fence!.upTo) fenced.push(msg)
+      else route(msg).offer(msg)
+    }
+    if (fence !== undefined) {
+      fenced = []
+      const wait = Duration.toMillis(fence.wait)
+      yield* Effect.logInfo(
+        `Consumer ${durable}: messages up to #${fence.upTo} are pending; later ones wait ${Duration.format(fence.wait)} for their redelivery`
+      )
+      const lift = Effect.sync(() => {
+        const waiting = fenced ?? []
+        fenced = undefined
+        for (const msg of waiting) {
+          if (handBack.stopping) handBack.giveBack([msg])
+          else route(msg).offer(msg)
+        }
+      })
+      // lifted once every message up to `upTo` is acked (the ack floor), at the latest after twice the ack wait (the
+      // server finds expired messages on a timer); meanwhile the fenced messages are kept alive
+      const started = performance.now()
+      let alive = started
+      const check = Effect.gen(function*() {
+        const now = performance.now()
+        if (now - alive > wait / 3) {
+          alive = now
+          for (const msg of fenced ?? []) msg.working()
+        }
+        if (now - started >= 2 * wait) return true
+        const info = yield* Effect.option(options.js.consumerInfo(options.stream, durable))
+        return info._tag === "Some" && info.value.ack_floor.stream_seq >= fence.upTo
+      })
+      yield* check.pipe(
+        Effect.repeat({ schedule: Schedule.spaced(Duration.millis(Math.min(1000, Math.max(50, wait / 6)))), until: (done) => done }),
+        Effect.zipRight(lift),
+        Effect.forkScoped
+      )
+      // stopping: the fenced messages are handed back with the rest
+      yield* Effect.addFinalizer(() => Effect.sync(() => fenced === undefined ? undefined : handBack.giveBack(fenced.splice(0))))
+    }
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const scope = yield* Effect.scope
     const stall = new Failover.Stall(durable, runFork)
@@ -119,7 +171,7 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
                 }
                 if (stall.stalled) alive()
                 Metrics.consumed.unsafeUpdate(1, noLabels)
-                route(msg).offer(msg)
+                offer(msg)
               } catch (defect) {
                 Metrics.callbackDefects.unsafeUpdate(1, noLabels)
                 runFork(Effect.logError(`Consumer ${durable}: cannot take ${msg.subject}`, Cause.die(defect)))
