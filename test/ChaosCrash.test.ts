@@ -42,6 +42,7 @@ describe("chaos: crashes", () => {
       expect(r.lost).toBe(0)
       expect(r.duplicateEffects).toBe(0)
       expect(r.figures["aggregatesOutOfOrder"]).toBe(0)
+      expect(r.figures["inversions"]).toBe(0)
       expect(r.figures["killsAfterPubAck"]).toBe(1)
     }), 90_000)
 })

@@ -44,11 +44,12 @@ export interface Options {
   readonly handBack: HandBack
   /**
    * An ordered consumer started while its durable had messages pending (an
-   * instance that crashed left them unacked): messages past `upTo` (the
-   * durable's last delivered stream sequence) are kept back, alive, until
-   * every message up to `upTo` is acked, at most twice `wait` (its ack
-   * wait), so that the pending ones, redelivered once their ack wait runs
-   * out, are handled before later messages of their aggregate.
+   * instance that crashed left them unacked, up to `upTo`, the durable's
+   * last delivered stream sequence): they come back in any order, once
+   * their ack wait (`wait`) runs out. Every message is kept back, alive,
+   * until all the pending ones are here, then handed to the workers in
+   * stream order; if some do not come (another instance has them), once
+   * none came for twice `wait`.
    */
   readonly fence?: { readonly upTo: number; readonly wait: Duration.Duration } | undefined
   readonly js: JetStream["Type"]
@@ -94,40 +95,44 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
       const key = msg.headers?.get("Aggregate-Id") || msg.subject
       return inboxes[hash(key) % inboxes.length]!
     }
-    // the fence: what arrives past `upTo` waits (kept alive) until the fence is lifted, then goes to the inboxes in order
+    // the fence: everything that arrives waits (kept alive) until the messages left pending have come back, then goes
+    // to the inboxes in stream order
     let fenced: Array<JsMsg> | undefined
+    // when the last message up to `upTo` (a redelivery) came
+    let lastPending = performance.now()
     const fence = options.fence
     const offer = (msg: JsMsg) => {
-      if (fenced !== undefined && msg.seq > fence!.upTo) fenced.push(msg)
-      else route(msg).offer(msg)
+      if (fenced === undefined) return route(msg).offer(msg)
+      if (msg.seq <= fence!.upTo) lastPending = performance.now()
+      fenced.push(msg)
     }
     if (fence !== undefined) {
       fenced = []
       const wait = Duration.toMillis(fence.wait)
       yield* Effect.logInfo(
-        `Consumer ${durable}: messages up to #${fence.upTo} are pending; later ones wait ${Duration.format(fence.wait)} for their redelivery`
+        `Consumer ${durable}: messages up to #${fence.upTo} are pending; waiting for their redelivery before handling any`
       )
       const lift = Effect.sync(() => {
-        const waiting = fenced ?? []
+        const waiting = (fenced ?? []).sort((a, b) => a.seq - b.seq)
         fenced = undefined
         for (const msg of waiting) {
           if (handBack.stopping) handBack.giveBack([msg])
           else route(msg).offer(msg)
         }
       })
-      // lifted once every message up to `upTo` is acked (the ack floor), at the latest after twice the ack wait (the
-      // server finds expired messages on a timer); meanwhile the fenced messages are kept alive
-      const started = performance.now()
-      let alive = started
+      // lifted once every message pending on the durable is here (a single instance), or when none of those up to
+      // `upTo` came for twice the ack wait (another instance has them, or they were acked: the server finds expired
+      // messages on a timer); meanwhile the fenced messages are kept alive
+      let alive = performance.now()
       const check = Effect.gen(function*() {
         const now = performance.now()
         if (now - alive > wait / 3) {
           alive = now
           for (const msg of fenced ?? []) msg.working()
         }
-        if (now - started >= 2 * wait) return true
+        if (now - lastPending >= 2 * wait) return true
         const info = yield* Effect.option(options.js.consumerInfo(options.stream, durable))
-        return info._tag === "Some" && info.value.ack_floor.stream_seq >= fence.upTo
+        return info._tag === "Some" && info.value.num_ack_pending <= (fenced?.length ?? 0)
       })
       yield* check.pipe(
         Effect.repeat({ schedule: Schedule.spaced(Duration.millis(Math.min(1000, Math.max(50, wait / 6)))), until: (done) => done }),
