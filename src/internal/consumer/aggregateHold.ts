@@ -50,9 +50,11 @@ export class AggregateHold {
    * by it, in stream order, to run next.
    */
   settled(msg: JsMsg, outcome: Outcome | "Nak" | "DeadLetter"): ReadonlyArray<JsMsg> {
+    const tag = typeof outcome === "string" ? outcome : outcome._tag
+    // nothing held and nothing to hold: the common case, without reading the headers
+    if (tag !== "Nak" && this.held.size === 0) return []
     const aggregate = aggregateOf(msg)
     if (aggregate === undefined) return []
-    const tag = typeof outcome === "string" ? outcome : outcome._tag
     const held = this.held.get(aggregate)
     if (tag === "Nak") {
       const delay = typeof outcome === "string" ? 0 : Duration.toMillis((outcome as { delay: Duration.Duration }).delay)

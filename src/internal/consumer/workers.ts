@@ -112,9 +112,10 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
         slot.expired ? Effect.succeed(undefined) : pipelineFailed(chunk[position]!, cause)
       // ordered: the parked messages that `msg` released run next, before the rest of the chunk
       const release = (msg: JsMsg) => (outcome: Outcome | "Nak" | "DeadLetter" | undefined) => {
-        if (outcome === undefined) return
+        if (outcome === undefined) return outcome
         const released = hold!.settled(msg, outcome)
         if (released.length > 0) chunk = [...chunk.slice(0, position + 1), ...released, ...chunk.slice(position + 1)]
+        return outcome
       }
       // the next message of the chunk; when stopping, it and the rest are handed back instead; in an ordered
       // consumer, a message whose aggregate is held is parked
@@ -137,7 +138,7 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
           handled = Effect.die(defect)
         }
         const settled = Effect.catchAllCause(handled, failed)
-        return hold === undefined ? settled : Effect.tap(settled, release(msg))
+        return hold === undefined ? settled : Effect.map(settled, release(msg))
       }
       const done = () => {
         slot.msg = undefined
