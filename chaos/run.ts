@@ -3,7 +3,7 @@
  * `npm run chaos -- --quick` (about a tenth, ~4 minutes: cluster-failover takes ~3).
  *
  *   --quick            about 1/10 of the counts
- *   --only=a,b         run only these scenarios (names below, or 1..9)
+ *   --only=a,b         run only these scenarios (names below, or 1..10)
  *   --list             print the scenarios and their counts, run nothing
  *
  * Counts are overridable with CHAOS_* variables (see chaos/README.md);
@@ -90,6 +90,15 @@ const scenarios: ReadonlyArray<Scenario> = [
     }
     // the raw loop stalls ~40 s per leader kill, and again after the leaders are arranged
     return { name: clusterFailover.name, sizes, run: clusterFailover.run(sizes), limitS: 420 }
+  })(),
+  (() => {
+    const sizes = {
+      messages: count("ORDERED_MESSAGES", 10_000, 2_000, q),
+      kills: count("ORDERED_KILLS", 5, 1, q),
+      aggregates: 10,
+      ordered: true
+    }
+    return { name: consumerCrash.orderedName, sizes, run: consumerCrash.run(sizes) }
   })()
 ]
 

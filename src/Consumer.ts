@@ -67,8 +67,22 @@ export interface Options<H extends ReadonlyArray<Handler.Any>> {
   readonly handlers: H
   /** Worker fibers (default 16). */
   readonly concurrency?: number | undefined
-  /** Keep messages of one aggregate in order (they run on one worker). */
+  /**
+   * Keep messages of one aggregate (the `Aggregate-Id` header) in order:
+   * they run on one worker, one after another, and a message that fails and
+   * waits for its redelivery holds its aggregate: the later messages of that
+   * aggregate are parked (kept alive with `working()`) until it is handled
+   * or dead-lettered. Other aggregates keep flowing. See the README's
+   * Guarantees for where this order stops.
+   */
   readonly orderBy?: "aggregate" | undefined
+  /**
+   * With `orderBy: "aggregate"`, what a dead-lettered message does to its
+   * aggregate: `"continue"` (default) releases the later messages;
+   * `"block"` keeps them parked for the consumer's lifetime (bounded by
+   * `maxAckPending`), so nothing of that aggregate is handled past a gap.
+   */
+  readonly onDeadLetter?: "continue" | "block" | undefined
   /** In-process retries of a failed handler (default: 2 retries, 50 ms then 100 ms); `Handler.retry` overrides it per handler. */
   readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
   /** Delay of the n-th redelivery, for `nak(delay)` (default: exponential from 1 s, capped at 1 minute); `Handler.redelivery` overrides it per handler. */
@@ -244,8 +258,11 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
             Middleware.redeliveryDelay(settings.redelivery, msg.info.deliveryCount),
             (delay) => Middleware.Outcome.nak(delay, message)
           ),
-        (outcome) => settleOutcome(() => Effect.succeed(outcome))(delivery(msg))
-      ).pipe(Effect.asVoid, Effect.catchAllCause(() => Effect.sync(() => msg.nak())))
+        (outcome) => Effect.as(settleOutcome(() => Effect.succeed(outcome))(delivery(msg)), outcome._tag as "Nak" | "DeadLetter")
+      ).pipe(Effect.catchAllCause(() => Effect.sync(() => {
+        msg.nak()
+        return "Nak" as const
+      })))
 
     const workers = yield* Workers.start({
       durable: options.durable,
@@ -257,12 +274,28 @@ export const make = <const H extends ReadonlyArray<Handler.Any>>(
       ackWait,
       handlerTimeout,
       batch,
-      ordered
+      ordered: ordered && { onDeadLetter: options.onDeadLetter ?? "continue" }
     })
     yield* watchMaxDeliveries({ stream: options.stream, durable: options.durable, maxDeliver, js, nats, deadLetter })
     const maxMessages = Math.max(1, Math.min(options.maxAckPending ?? 1000, options.pullBatch ?? Math.max(100, concurrency * 8)))
     const heartbeat = Duration.decode(options.heartbeat ?? "1 second")
-    const pull = yield* Pull.start({ stream: options.stream, durable: options.durable, maxMessages, heartbeat, inboxes, handBack, js, nats })
+    // ordered: messages an earlier instance left pending come back after their ack wait; later ones wait for them
+    const pending = ordered ? yield* Effect.option(js.consumerInfo(options.stream, options.durable)) : Option.none()
+    const fence = Option.match(pending, {
+      onNone: () => undefined,
+      onSome: (info) => info.num_ack_pending > 0 ? { upTo: info.delivered.stream_seq, wait: ackWait } : undefined
+    })
+    const pull = yield* Pull.start({
+      stream: options.stream,
+      durable: options.durable,
+      maxMessages,
+      heartbeat,
+      inboxes,
+      handBack,
+      fence,
+      js,
+      nats
+    })
     yield* Drain.onClose({ durable: options.durable, pull, inboxes, handBack, workers, drainTimeout })
   }) as Effect.Effect<
     void,

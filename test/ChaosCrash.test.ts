@@ -22,6 +22,18 @@ describe("chaos: crashes", () => {
       expect(r.figures["kills"]).toBe(1)
     }), 90_000)
 
+  it.live("ordered by aggregate, every 25th message failing once, SIGKILLed mid-stream: no inversion, none lost, none twice", () =>
+    Effect.gen(function*() {
+      const r = yield* ConsumerCrash.run({ messages: 2_000, kills: 1, ackWaitMs: 1_500, finishInProcess: true, ordered: true }).pipe(quiet)
+      expect(r.failures).toEqual([])
+      expect(r.sent).toBe(2_000)
+      expect(r.effects).toBe(2_000)
+      expect(r.lost).toBe(0)
+      expect(r.duplicateEffects).toBe(0)
+      expect(r.figures["inversions"]).toBe(0)
+      expect(r.figures["kills"]).toBe(1)
+    }), 90_000)
+
   it.live("an outbox relay SIGKILLed while rows are committed: every committed row on the stream once, in per-aggregate order", () =>
     Effect.gen(function*() {
       const r = yield* OutboxCrash.run({ rows: 1_000, kills: 1, writeOverMs: 1_000, killMode: "after-puback", finishInProcess: true }).pipe(quiet)
@@ -30,6 +42,7 @@ describe("chaos: crashes", () => {
       expect(r.lost).toBe(0)
       expect(r.duplicateEffects).toBe(0)
       expect(r.figures["aggregatesOutOfOrder"]).toBe(0)
+      expect(r.figures["inversions"]).toBe(0)
       expect(r.figures["killsAfterPubAck"]).toBe(1)
     }), 90_000)
 })

@@ -246,6 +246,86 @@ describe("Consumer", () => {
         }
       }))
 
+    it.scoped("orderBy aggregate: a message waiting for its redelivery holds its aggregate (2 000 events, every 25th fails once)", () =>
+      Effect.gen(function*() {
+        const stream = yield* billingStream
+        const publisher = yield* Publisher.Publisher
+        const seen = new Map<string, Array<number>>()
+        const failed = new Set<number>()
+        yield* Consumer.make({
+          stream,
+          durable: unique("held"),
+          concurrency: 8,
+          orderBy: "aggregate",
+          retry: Schedule.stop,
+          redelivery: Schedule.spaced("300 millis"),
+          handlers: [
+            Handler.make(InvoiceIssued, (e) =>
+              Effect.suspend(() => {
+                const n = e.data.amount
+                if (n % 25 === 0 && !failed.has(n)) {
+                  failed.add(n)
+                  return Effect.fail(new Error(`first delivery of ${n}`))
+                }
+                seen.set(e.aggregateId, [...(seen.get(e.aggregateId) ?? []), n])
+                return Effect.void
+              }))
+          ]
+        })
+        yield* publisher.publishAll(
+          Array.from({ length: 2000 }, (_, i) => Publisher.entry(InvoiceIssued, { invoiceId: `agg-${i % 10}`, amount: i }))
+        )
+        const handled = () => [...seen.values()].flat()
+        yield* eventually(Effect.sync(() => handled().length >= 2000), "20 seconds")
+        yield* Effect.sleep("300 millis")
+        expect(failed.size).toBe(80)
+        expect(new Set(handled()).size).toBe(2000) // none lost
+        expect(handled().length).toBe(2000) // no duplicate
+        let inversions = 0
+        for (const values of seen.values()) values.forEach((v, i) => i > 0 && v < values[i - 1]! && inversions++)
+        expect(inversions).toBe(0)
+      }))
+
+    it.scoped("orderBy aggregate: a dead-lettered message releases its aggregate, or blocks it with onDeadLetter: block", () =>
+      Effect.gen(function*() {
+        const stream = yield* billingStream
+        const publisher = yield* Publisher.Publisher
+        const run = (onDeadLetter: "continue" | "block") =>
+          Effect.gen(function*() {
+            const seen: Array<string> = []
+            yield* Consumer.make({
+              stream,
+              durable: unique(`dl-${onDeadLetter}`),
+              orderBy: "aggregate",
+              onDeadLetter,
+              concurrency: 2,
+              maxDeliver: 2,
+              retry: Schedule.stop,
+              redelivery: Schedule.spaced("100 millis"),
+              handlers: [
+                Handler.make(InvoiceIssued, (e) =>
+                  e.data.amount === 1
+                    ? Effect.fail(new Error("poison"))
+                    : Effect.sync(() => void seen.push(`${e.aggregateId}:${e.data.amount}`)))
+              ]
+            })
+            return seen
+          })
+        const cont = yield* run("continue")
+        const block = yield* run("block")
+        yield* publisher.publishAll(
+          [0, 1, 2, 3].flatMap((amount) => [
+            Publisher.entry(InvoiceIssued, { invoiceId: "dl-a", amount }),
+            Publisher.entry(InvoiceIssued, { invoiceId: "dl-b", amount: amount + 10 })
+          ])
+        )
+        yield* eventually(Effect.sync(() => cont.length === 7 && block.includes("dl-b:13")))
+        expect(cont.filter((s) => s.startsWith("dl-a"))).toEqual(["dl-a:0", "dl-a:2", "dl-a:3"])
+        yield* Effect.sleep("500 millis")
+        expect(block.filter((s) => s.startsWith("dl-a"))).toEqual(["dl-a:0"])
+        expect(block.filter((s) => s.startsWith("dl-b"))).toEqual(["dl-b:10", "dl-b:11", "dl-b:12", "dl-b:13"])
+      }))
+
     it.scoped("pullBatch is the batch of the consumer's pull requests; the default is max(100, 8 x concurrency)", () =>
       Effect.gen(function*() {
         const stream = yield* billingStream

@@ -18,6 +18,12 @@ export interface OrdersConfig {
   readonly durable: string
   readonly ackWaitMs: number
   readonly concurrency?: number | undefined
+  /**
+   * Scenario 10: `orderBy: "aggregate"`, no in-process retries, redelivery
+   * after 300 ms, and every 25th message (by `n`) fails its first delivery in
+   * each process.
+   */
+  readonly ordered?: boolean | undefined
 }
 
 /** The effect table: one row per handled message, no unique key (so a second effect would show). */
@@ -25,12 +31,16 @@ export const createEffects = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   sql`CREATE TABLE IF NOT EXISTS effects (
     id INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL)`)
 
-// an effect row and an outbox row, in the batch's transaction (each message in its own savepoint)
-const onPlaced = Handler.make(OrderPlaced, (e) =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) =>
-    sql`INSERT INTO effects (msg_id, n, pid) VALUES (${e.id}, ${e.data.n}, ${process.pid})`).pipe(
-      Effect.zipRight(Effect.flatMap(Outbox.Outbox, (outbox) => outbox.enqueue(OrderConfirmed, { source: e.id, n: e.data.n })))
-    ))
+// an effect row and an outbox row, in the batch's transaction (each message in its own savepoint);
+// a message for which `fails` is true fails instead
+const onPlaced = (fails: (n: number) => boolean) =>
+  Handler.make(OrderPlaced, (e) =>
+    fails(e.data.n)
+      ? Effect.fail(new Error(`message ${e.data.n} fails`))
+      : Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql`INSERT INTO effects (msg_id, n, pid) VALUES (${e.id}, ${e.data.n}, ${process.pid})`).pipe(
+          Effect.zipRight(Effect.flatMap(Outbox.Outbox, (outbox) => outbox.enqueue(OrderConfirmed, { source: e.id, n: e.data.n })))
+        ))
 
 /**
  * Scenario 1: a consumer with exactly-once effects on a SQLite file. SqlDedup
@@ -43,10 +53,20 @@ export const OrdersConsumer = (config: OrdersConfig) => {
     // durable against a process crash (the WAL is in the OS page cache); not against a power cut
     yield* sql`PRAGMA synchronous = NORMAL`
     yield* createEffects
+    // scenario 10: every 25th message fails its first delivery in this process
+    const failed = new Set<number>()
+    const failsFirst = (n: number) => {
+      if (config.ordered !== true || n % 25 !== 0 || failed.has(n)) return false
+      failed.add(n)
+      return true
+    }
     yield* Consumer.make({
       stream: config.stream,
       durable: config.durable,
-      handlers: [onPlaced],
+      handlers: [onPlaced(failsFirst)],
+      ...(config.ordered === true
+        ? { orderBy: "aggregate" as const, retry: Schedule.stop, redelivery: Schedule.spaced("300 millis") }
+        : {}),
       concurrency: config.concurrency ?? 16,
       ackWait: config.ackWaitMs,
       maxDeliver: 1000,

@@ -9,6 +9,12 @@
  *
  * Guarantee shown: every acknowledged publish has exactly one effect row;
  * nothing is lost, nothing happens twice.
+ *
+ * Scenario 10 (`ordered`, named `ordered-crash`) is the same with
+ * `orderBy: "aggregate"` over few aggregates, published in order, no
+ * in-process retries, redelivery after 300 ms, and every 25th message failing
+ * its first delivery: it also counts per-aggregate inversions (an effect
+ * committed after a later message of its aggregate), reported as `inversions`.
  */
 import * as path from "node:path"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -27,15 +33,21 @@ export interface Options {
   readonly ackWaitMs?: number
   /** Run the last instance (after the kills) in this process instead of a child (faster tests). */
   readonly finishInProcess?: boolean
+  /** Scenario 10: ordered by aggregate, over `aggregates` aggregates (default 10), with failing first deliveries. */
+  readonly ordered?: boolean
+  readonly aggregates?: number
 }
 
 export const name = "consumer-crash"
+export const orderedName = "ordered-crash"
 
 /** Run the scenario (its clock starts when it runs). */
 export const run = (options: Options): Effect.Effect<Result> => Effect.suspend(() => runNow(options))
 
 const runNow = (options: Options): Effect.Effect<Result> => {
-  const report = new Report(name)
+  const ordered = options.ordered === true
+  const aggregates = ordered ? options.aggregates ?? 10 : 997
+  const report = new Report(ordered ? orderedName : name)
   return Effect.gen(function*() {
     const random = rng(seed ^ 0x51)
     const server = yield* NatsTestServer.NatsTestServer
@@ -62,13 +74,14 @@ const runNow = (options: Options): Effect.Effect<Result> => {
         Effect.forEach(
           Array.from({ length: to - from }, (_, i) => from + i),
           (n) =>
-            publisher.publish(OrderPlaced, { orderId: `order-${n % 997}`, n }).pipe(
+            publisher.publish(OrderPlaced, { orderId: `order-${n % aggregates}`, n }).pipe(
               Effect.match({
                 onFailure: () => void publishFailures++,
                 onSuccess: (ack) => void acked.add(ack.id)
               })
             ),
-          { concurrency: 256, discard: true }
+          // ordered: one at a time, so that stream order is the order of `n`
+          { concurrency: ordered ? 1 : 256, discard: true }
         ),
       { discard: true }
     ).pipe(Effect.fork)
@@ -79,7 +92,8 @@ const runNow = (options: Options): Effect.Effect<Result> => {
       CHAOS_STREAM: stream,
       CHAOS_DURABLE: durable,
       CHAOS_ACK_WAIT_MS: String(ackWaitMs),
-      CHAOS_CONCURRENCY: "16"
+      CHAOS_CONCURRENCY: "16",
+      CHAOS_ORDERED: ordered ? "1" : "0"
     }
     let instances = 0
     const duplicatesSkipped: Array<number> = []
@@ -137,7 +151,7 @@ const runNow = (options: Options): Effect.Effect<Result> => {
 
     if (options.finishInProcess === true && !child.running()) {
       // the last instance runs here: same consumer, same database
-      yield* Layer.launch(OrdersConsumer({ url: server.url, db, stream, durable, ackWaitMs })).pipe(Effect.forkScoped)
+      yield* Layer.launch(OrdersConsumer({ url: server.url, db, stream, durable, ackWaitMs, ordered })).pipe(Effect.forkScoped)
     }
 
     // let the last instance finish the stream
@@ -177,6 +191,20 @@ const runNow = (options: Options): Effect.Effect<Result> => {
     report.check(outboxTwice === 0, `${outboxTwice} handled messages enqueued their outbox row more than once`)
     report.check(outboxMissing === 0, `${outboxMissing} handled messages have no outbox row`)
     report.check(outbox.length === seen.size, `outbox rows for ${outbox.length} messages != handled messages (${seen.size})`)
+    if (ordered) {
+      // effects in commit order: an inversion is an effect committed after a later message of its aggregate
+      const committed = yield* sql<{ n: number }>`SELECT n FROM effects ORDER BY id`.pipe(Effect.orDie)
+      const last = new Map<number, number>()
+      let inversions = 0
+      for (const { n } of committed) {
+        const aggregate = Number(n) % aggregates
+        if (Number(n) < (last.get(aggregate) ?? -1)) inversions++
+        else last.set(aggregate, Number(n))
+      }
+      report.set("aggregates", aggregates)
+      report.set("inversions", inversions)
+      report.check(inversions === 0, `${inversions} effects committed after a later message of their aggregate`)
+    }
     report.check(killedAt.length === options.kills, `${killedAt.length} of ${options.kills} kills done`)
     const info = yield* js.consumerInfo(stream, durable)
     report.set("kills", killedAt.length)

@@ -44,6 +44,7 @@ export const onClose = (options: {
           yield* workers.interrupt
         }
         for (const inbox of inboxes) handBack.giveBack(inbox.takeAll())
+        handBack.giveBack(workers.takeParked())
       })
     )
 }

@@ -10,7 +10,7 @@
  * @internal
  */
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream"
-import { Cause, Duration, Effect, Runtime, type Scope } from "effect"
+import { Cause, Duration, Effect, Runtime, Schedule, type Scope } from "effect"
 import type { JetStream } from "../../JetStream.js"
 import * as Metrics from "../../Metrics.js"
 import type { NatsClient } from "../../NatsClient.js"
@@ -42,6 +42,16 @@ export interface Options {
   /** One inbox per worker, chosen by the `Aggregate-Id` header (else the subject), or one shared by all. */
   readonly inboxes: ReadonlyArray<Inbox<JsMsg>>
   readonly handBack: HandBack
+  /**
+   * An ordered consumer started while its durable had messages pending (an
+   * instance that crashed left them unacked, up to `upTo`, the durable's
+   * last delivered stream sequence): they come back in any order, once
+   * their ack wait (`wait`) runs out. Every message is kept back, alive,
+   * until all the pending ones are here, then handed to the workers in
+   * stream order; if some do not come (another instance has them), once
+   * none came for twice `wait`.
+   */
+  readonly fence?: { readonly upTo: number; readonly wait: Duration.Duration } | undefined
   readonly js: JetStream["Type"]
   readonly nats: NatsClient["Type"]
 }
@@ -85,6 +95,53 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
       const key = msg.headers?.get("Aggregate-Id") || msg.subject
       return inboxes[hash(key) % inboxes.length]!
     }
+    // the fence: everything that arrives waits (kept alive) until the messages left pending have come back, then goes
+    // to the inboxes in stream order
+    let fenced: Array<JsMsg> | undefined
+    // when the last message up to `upTo` (a redelivery) came
+    let lastPending = performance.now()
+    const fence = options.fence
+    const offer = (msg: JsMsg) => {
+      if (fenced === undefined) return route(msg).offer(msg)
+      if (msg.seq <= fence!.upTo) lastPending = performance.now()
+      fenced.push(msg)
+    }
+    if (fence !== undefined) {
+      fenced = []
+      const wait = Duration.toMillis(fence.wait)
+      yield* Effect.logInfo(
+        `Consumer ${durable}: messages up to #${fence.upTo} are pending; waiting for their redelivery before handling any`
+      )
+      const lift = Effect.sync(() => {
+        const waiting = (fenced ?? []).sort((a, b) => a.seq - b.seq)
+        fenced = undefined
+        for (const msg of waiting) {
+          if (handBack.stopping) handBack.giveBack([msg])
+          else route(msg).offer(msg)
+        }
+      })
+      // lifted once every message pending on the durable is here (a single instance), or when none of those up to
+      // `upTo` came for twice the ack wait (another instance has them, or they were acked: the server finds expired
+      // messages on a timer); meanwhile the fenced messages are kept alive
+      let alive = performance.now()
+      const check = Effect.gen(function*() {
+        const now = performance.now()
+        if (now - alive > wait / 3) {
+          alive = now
+          for (const msg of fenced ?? []) msg.working()
+        }
+        if (now - lastPending >= 2 * wait) return true
+        const info = yield* Effect.option(options.js.consumerInfo(options.stream, durable))
+        return info._tag === "Some" && info.value.num_ack_pending <= (fenced?.length ?? 0)
+      })
+      yield* check.pipe(
+        Effect.repeat({ schedule: Schedule.spaced(Duration.millis(Math.min(1000, Math.max(50, wait / 6)))), until: (done) => done }),
+        Effect.zipRight(lift),
+        Effect.forkScoped
+      )
+      // stopping: the fenced messages are handed back with the rest
+      yield* Effect.addFinalizer(() => Effect.sync(() => fenced === undefined ? undefined : handBack.giveBack(fenced.splice(0))))
+    }
     const runFork = Runtime.runFork(yield* Effect.runtime<never>())
     const scope = yield* Effect.scope
     const stall = new Failover.Stall(durable, runFork)
@@ -119,7 +176,7 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
                 }
                 if (stall.stalled) alive()
                 Metrics.consumed.unsafeUpdate(1, noLabels)
-                route(msg).offer(msg)
+                offer(msg)
               } catch (defect) {
                 Metrics.callbackDefects.unsafeUpdate(1, noLabels)
                 runFork(Effect.logError(`Consumer ${durable}: cannot take ${msg.subject}`, Cause.die(defect)))

@@ -12,6 +12,7 @@ import type * as Dedup from "../../Dedup.js"
 import * as Metrics from "../../Metrics.js"
 import type { Outcome } from "../../Middleware.js"
 import type { Inbox } from "../inbox.js"
+import { AggregateHold } from "./aggregateHold.js"
 import type { HandBack } from "./handBack.js"
 import { currentPendingAcks, PendingAcks } from "./pendingAcks.js"
 
@@ -23,19 +24,25 @@ export interface Options<R> {
   readonly inboxes: ReadonlyArray<Inbox<JsMsg>>
   /** The pipeline, for one message. */
   readonly step: (msg: JsMsg) => Effect.Effect<Outcome, unknown, R>
-  /** Settle a message the pipeline could not (nak, or a dead letter at its last delivery). */
-  readonly giveUp: (msg: JsMsg, reason: "Timeout" | "MaxDeliveries", errorTag: string, message: string) => Effect.Effect<void>
+  /** Settle a message the pipeline could not (nak, or a dead letter at its last delivery); tells which. */
+  readonly giveUp: (
+    msg: JsMsg,
+    reason: "Timeout" | "MaxDeliveries",
+    errorTag: string,
+    message: string
+  ) => Effect.Effect<"Nak" | "DeadLetter">
   readonly handBack: HandBack
   readonly ackWait: Duration.Duration
   readonly handlerTimeout: Duration.Duration
   /** Commit many messages at once (the dedup store's batch, see `Dedup.Batch`). */
   readonly batch: Option.Option<Dedup.Batch>
   /**
-   * Messages of one aggregate are in order (`orderBy: "aggregate"`): in a
-   * batch, a message nak'ed holds its aggregate, the batch's later messages
-   * of that aggregate are nak'ed with it instead of committing ahead of it.
+   * Messages of one aggregate are in order (`orderBy: "aggregate"`): a
+   * message nak'ed holds its aggregate, its later messages are parked until
+   * it is handled or dead-lettered (see `AggregateHold`); with `"block"`, a
+   * dead letter holds its aggregate for the consumer's lifetime.
    */
-  readonly ordered: boolean
+  readonly ordered: false | { readonly onDeadLetter: "continue" | "block" }
 }
 
 /** The running workers. */
@@ -44,6 +51,8 @@ export interface Workers {
   readonly fibers: () => ReadonlyArray<Fiber.RuntimeFiber<void, never>>
   /** Interrupt the workers, waiting a bounded time: a worker stuck in an uninterruptible handler is left behind. */
   readonly interrupt: Effect.Effect<void>
+  /** Remove and return the parked messages of an ordered consumer (to hand them back when stopping). */
+  readonly takeParked: () => Array<JsMsg>
 }
 
 /**
@@ -69,6 +78,11 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
     const batch = Option.getOrUndefined(options.batch)
     const handlerTimeout = Duration.toMillis(options.handlerTimeout)
     const running = new Map<Slot, Fiber.RuntimeFiber<void, never>>()
+    // ordered: the holds of each worker inbox (a replaced worker takes over its inbox's hold)
+    const ordered = options.ordered
+    const holds = ordered === false
+      ? []
+      : inboxes.map(() => new AggregateHold(Duration.toMillis(options.ackWait), ordered.onDeadLetter === "block"))
     const fibers = () => [...running.values()]
     const interrupt = Effect.suspend(() =>
       Fiber.interruptAll(fibers()).pipe(Effect.interruptible, Effect.timeoutOption("1 second"), Effect.asVoid)
@@ -79,18 +93,33 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
         Effect.logError(`Consumer ${durable}: pipeline failed on ${msg.subject}#${msg.info.streamSequence}`, cause),
         options.giveUp(msg, "MaxDeliveries", "PipelineDefect", `the pipeline failed: ${Cause.pretty(cause).slice(0, 1024)}`)
       )
+    // a message settled outside the pipeline, in an ordered consumer: the parked messages it releases are handed back
+    const settledOutside = (index: number, msg: JsMsg) => (tag: "Nak" | "DeadLetter") =>
+      Effect.sync(() => {
+        for (const released of holds[index]?.settled(msg, tag) ?? []) released.nak()
+      })
 
     const worker = (slot: Slot): Effect.Effect<void, never, R> => {
       const inbox = inboxes[inboxes.length === 1 ? 0 : slot.index]!
+      const hold = holds[slot.index]
       // the chunk being worked on, and the message at `position`: when stopping, or interrupted (drain
       // timeout, watchdog), what the worker has not started is handed back
       let chunk: ReadonlyArray<JsMsg> = []
       let position = -1
       let handedBack = false
       // a pipeline that fails or dies (the message is `chunk[position]`), unless the watchdog settled it
-      const failed = (cause: Cause.Cause<unknown>) => slot.expired ? Effect.void : pipelineFailed(chunk[position]!, cause)
-      // the next message of the chunk; when stopping, it and the rest are handed back instead
-      const handleNext = () => {
+      const failed = (cause: Cause.Cause<unknown>): Effect.Effect<Outcome | "Nak" | "DeadLetter" | undefined> =>
+        slot.expired ? Effect.succeed(undefined) : pipelineFailed(chunk[position]!, cause)
+      // ordered: the parked messages that `msg` released run next, before the rest of the chunk
+      const release = (msg: JsMsg) => (outcome: Outcome | "Nak" | "DeadLetter" | undefined) => {
+        if (outcome === undefined) return outcome
+        const released = hold!.settled(msg, outcome)
+        if (released.length > 0) chunk = [...chunk.slice(0, position + 1), ...released, ...chunk.slice(position + 1)]
+        return outcome
+      }
+      // the next message of the chunk; when stopping, it and the rest are handed back instead; in an ordered
+      // consumer, a message whose aggregate is held is parked
+      const handleNext = (): Effect.Effect<unknown, never, R> => {
         const i = ++position
         const msg = chunk[i]!
         if (handBack.stopping) {
@@ -98,6 +127,7 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
           handBack.giveBack(chunk.slice(i))
           return Effect.void
         }
+        if (hold !== undefined && !hold.admit(msg)) return Effect.void
         slot.msg = msg
         slot.since = performance.now()
         // whatever the pipeline throws while building its effect is a failure of this message
@@ -107,7 +137,8 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
         } catch (defect) {
           handled = Effect.die(defect)
         }
-        return Effect.catchAllCause(handled, failed)
+        const settled = Effect.catchAllCause(handled, failed)
+        return hold === undefined ? settled : Effect.map(settled, release(msg))
       }
       const done = () => {
         slot.msg = undefined
@@ -135,32 +166,11 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
 
       // batches: the acks of the batch being run, sent after its commit
       let pending: PendingAcks | undefined
-      // ordered consumers: the aggregates of the batch held by a nak'ed message, with its delay
-      const held = new Map<string, Duration.Duration>()
-      const aggregateOf = (msg: JsMsg) => msg.headers?.get("Aggregate-Id") || undefined
-      const holdOnNak = (msg: JsMsg) => (outcome: Outcome | void) => {
-        const aggregate = aggregateOf(msg)
-        if (outcome !== undefined && outcome._tag === "Nak" && aggregate !== undefined && !held.has(aggregate)) held.set(aggregate, outcome.delay)
-      }
-      // the next message of a batch; in an ordered consumer, nak'ed with its aggregate's held message
-      const handleNextInBatch = () => {
-        if (!options.ordered) return handleNext()
-        const msg = chunk[position + 1]!
-        const aggregate = aggregateOf(msg)
-        const delay = aggregate === undefined ? undefined : held.get(aggregate)
-        if (delay === undefined) return Effect.tap(handleNext(), holdOnNak(msg))
-        position++
-        return Effect.zipRight(
-          Effect.sync(() => msg.nak(Duration.toMillis(delay))),
-          Metric.increment(Metrics.redelivered)
-        )
-      }
       // the messages of the batch: the chunk, then what becomes ready while it runs (up to the batch's size and time)
       const handleBatch = (batch: Dedup.Batch) =>
         Effect.suspend(() => {
           const acks = new PendingAcks()
           pending = acks
-          held.clear()
           const started = performance.now()
           const maxDelay = Duration.toMillis(batch.maxDelay)
           const more = () => {
@@ -172,7 +182,7 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
             chunk = chunk.concat(ready)
             return true
           }
-          const body = Effect.whileLoop({ while: more, body: handleNextInBatch, step: done })
+          const body = Effect.whileLoop({ while: more, body: handleNext, step: done })
           return batch.run(Effect.locally(body, currentPendingAcks, acks)).pipe(
             Effect.matchCauseEffect({
               onSuccess: () => Effect.zipRight(Metric.update(Metrics.batchSize, acks.msgs.length), acks.send),
@@ -191,7 +201,11 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
         const message = `the batch's transaction failed: ${Cause.pretty(cause).slice(0, 512)}`
         return Effect.zipRight(
           Effect.logError(`Consumer ${durable}: a batch of ${unsettled.length} messages did not commit; handing them back`, cause),
-          Effect.forEach(unsettled, (msg) => options.giveUp(msg, "MaxDeliveries", "BatchFailed", message), { discard: true })
+          Effect.forEach(
+            unsettled,
+            (msg) => Effect.flatMap(options.giveUp(msg, "MaxDeliveries", "BatchFailed", message), settledOutside(slot.index, msg)),
+            { discard: true }
+          )
         )
       }
       return loop.pipe(
@@ -234,7 +248,10 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
             `${timeout}; settling it and replacing the worker`
         ),
         Metric.increment(Metrics.handlerTimeouts),
-        options.giveUp(msg, "Timeout", "HandlerTimeout", `handling exceeded the handler timeout of ${timeout}`),
+        Effect.flatMap(
+          options.giveUp(msg, "Timeout", "HandlerTimeout", `handling exceeded the handler timeout of ${timeout}`),
+          settledOutside(slot.index, msg)
+        ),
         // abandoned: interrupted without waiting, no longer a worker of this consumer
         Effect.sync(() => running.delete(slot)),
         Fiber.interruptFork(fiber),
@@ -246,6 +263,7 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
     yield* Effect.suspend(() => {
       const now = performance.now()
       const overdue: Array<readonly [Slot, JsMsg, Fiber.RuntimeFiber<void, never>]> = []
+      for (const hold of holds) hold.keepAlive(now)
       for (const [slot, fiber] of running) {
         const msg = slot.msg
         if (msg === undefined || slot.expired) continue
@@ -263,5 +281,6 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
       Effect.forkScoped
     )
 
-    return { fibers, interrupt }
+    const takeParked = () => holds.flatMap((hold) => hold.takeAll())
+    return { fibers, interrupt, takeParked }
   })
