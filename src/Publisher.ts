@@ -146,8 +146,8 @@ export interface Options {
  * @category models
  */
 export interface Entry<R> {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  readonly event: Event.Event<string, any, any, R>
+  /** The event, its data type erased: {@link entry} pairs it with data of that type. */
+  readonly event: Event.Event<string, unknown, unknown, R>
   readonly data: unknown
   readonly meta?: Meta | undefined
 }
@@ -470,7 +470,7 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
 
     /** The task that builds an entry's message (when its turn comes) and publishes it. */
     const entryTask = <R>(context: FiberContext, entry: Entry<R>): Task<R> => {
-      const event = entry.event as Event.Event<string, unknown, unknown, R>
+      const event = entry.event
       const meta = entry.meta ?? {}
       if (tracing) {
         const build = Effect.flatMap(fiberContext, (inSpan) => buildWith(inSpan, event, entry.data, meta, source))
@@ -562,7 +562,12 @@ export const make = (options: Options = {}, deadLetter?: DeadLetter.DeadLetter["
  * @since 0.1.0
  * @category constructors
  */
-export const entry = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta?: Meta): Entry<R> => ({ event, data, meta })
+export const entry = <A, I, R>(event: Event.Event<string, A, I, R>, data: A, meta?: Meta): Entry<R> => ({
+  // the data's type is checked here, where event and data meet
+  event: event as unknown as Event.Event<string, unknown, unknown, R>,
+  data,
+  meta
+})
 
 /**
  * The publisher layer; needs {@link JetStream}.

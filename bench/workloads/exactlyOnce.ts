@@ -26,7 +26,7 @@ import { SqliteClient } from "@effect/sql-sqlite-node"
 import { SqlDedup, SqlMigrations, SqlOutbox } from "@effect-nats/sql"
 import { PostgresTestServer } from "@effect-nats/testing"
 import Database from "better-sqlite3"
-import { Effect, Layer, Redacted, Schema } from "effect"
+import { Effect, Layer, Redacted, Schema, type Scope } from "effect"
 import { Consumer, Event, Handler, JetStream, Outbox, Publisher } from "effect-nats"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -73,10 +73,14 @@ interface Fresh {
   readonly target: string
 }
 
-const freshDb = (db: Db, pgUrl: string | undefined, k: number): Effect.Effect<Fresh> =>
+const freshDb = (db: Db, pgUrl: string | undefined, k: number): Effect.Effect<Fresh, never, Scope.Scope> =>
   Effect.gen(function*() {
     if (db === "sqlite") {
-      const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "bench-eo-")), "eo.db")
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "bench-eo-"))),
+        (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+      )
+      const file = path.join(dir, "eo.db")
       const layer = SqliteClient.layer({ filename: file }).pipe(Layer.orDie)
       yield* setUp(layer, "PRAGMA synchronous = FULL")
       return { layer, target: file }

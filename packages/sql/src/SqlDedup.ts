@@ -179,10 +179,7 @@ export const make = (
       maxDelay: Duration.decode(options.batch?.maxDelay ?? defaultBatch.maxDelay),
       // the transactions inside it (`transaction`, and the handlers' own) are savepoints
       run: <A, E, R>(self: Effect.Effect<A, E, R>) =>
-        sql.withTransaction(Effect.mapError(self, (error) => new Inner(error))).pipe(
-          Effect.mapError((error): E | Dedup.DedupError =>
-            error instanceof Inner ? (error.error as E) : storeError("transaction")(error)
-          ),
+        transaction(self).pipe(
           // a COMMIT that fails (a deferred constraint) is a defect of `withTransaction`, and on SQLite it leaves
           // the transaction open: roll it back (on Postgres it is over already), and fail as the store
           Effect.catchAllDefect((defect) =>
