@@ -193,6 +193,38 @@ export const assertName = (name: string, what: string, tokens?: number): string 
     (e) => new InvalidSubjectError({ token: e.token, reason: e.reason, message: `${what}: ${e.message}` })
   )
 
+const encoder = new TextEncoder()
+
+/**
+ * The partition (`0 ≤ p < partitions`) of a key: FNV-1a (32 bits) of its
+ * UTF-8 bytes, modulo `partitions` — the function nats-server's subject
+ * mapping `{{partition(n, ...)}}` applies to a subject's wildcard tokens, so
+ * that a publisher outside the toolkit can reach the same partition with the
+ * server mapping `"a.b.events.*": "a.b.events.{{partition(8,1)}}.{{wildcard(1)}}"`.
+ * (A test publishes through such a mapping and checks that both agree.)
+ *
+ * @example
+ * ```ts
+ * import { Subject } from "effect-nats"
+ *
+ * Subject.partition("u-42", 8) // a number in 0..7, the same on every run and for the server
+ * ```
+ *
+ * @since 0.2.0
+ * @category partitions
+ */
+export const partition = (key: string, partitions: number): number => {
+  if (!Number.isInteger(partitions) || partitions < 1) {
+    throw new RangeError(`partitions must be a positive integer, got ${partitions}`)
+  }
+  let hash = 0x811c9dc5
+  for (const byte of encoder.encode(key)) {
+    hash ^= byte
+    hash = Math.imul(hash, 0x01000193)
+  }
+  return (hash >>> 0) % partitions
+}
+
 /**
  * The literal token between an aggregate's name and its id in the subject of
  * an event-sourced aggregate's events (see {@link aggregateEvents}).

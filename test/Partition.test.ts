@@ -1,0 +1,44 @@
+import { describe, expect, it, layer } from "@effect/vitest"
+import { NatsTestServer } from "@effect-nats/testing"
+import { Effect } from "effect"
+import { JetStream, Subject } from "effect-nats"
+import * as fc from "fast-check"
+import { unique } from "./utils.js"
+
+// nats-server's own partition function, through a subject mapping: what `Subject.partition` must agree with
+const partitions = 7
+const mapping = `mappings = {\n  "ptest.events.*": "ptest.events.{{partition(${partitions},1)}}.{{wildcard(1)}}"\n}`
+
+/** Valid tokens: any unicode the subject rules allow, plus plain ids. */
+const tokens = fc.oneof(
+  fc.string({ unit: "grapheme", minLength: 1, maxLength: 24 }),
+  fc.string({ unit: fc.constantFrom("a", "Z", "0", "-", "_", "é", "日", "😀", "$", ":"), minLength: 1, maxLength: 64 }),
+  fc.uuid()
+).filter((t) => t.length <= Subject.maxTokenLength && t.isWellFormed() && Subject.validateToken(t)._tag === "Right")
+
+describe("Subject.partition", () => {
+  it("is in 0..n-1 and refuses a partition count that is not a positive integer", () => {
+    fc.assert(fc.property(fc.string(), fc.integer({ min: 1, max: 1000 }), (key, n) => {
+      const p = Subject.partition(key, n)
+      return Number.isInteger(p) && p >= 0 && p < n
+    }))
+    expect(() => Subject.partition("a", 0)).toThrow(RangeError)
+    expect(() => Subject.partition("a", 2.5)).toThrow(RangeError)
+  })
+
+  layer(NatsTestServer.layerJetStream({ extraConfig: mapping }), { excludeTestServices: true })((it) => {
+    it.effect("agrees with nats-server's {{partition(n,1)}} subject mapping on every valid token", () =>
+      Effect.gen(function*() {
+        const js = yield* JetStream.JetStream
+        const stream = unique("PTEST")
+        yield* js.ensureStream({ name: stream, subjects: ["ptest.events.*.*"], storage: "memory" })
+        const keys = [...new Set(fc.sample(tokens, { numRuns: 400, seed: 42 }))]
+        for (const key of keys) {
+          const ack = yield* Effect.promise(() => js.client.publish(`ptest.events.${key}`, "x"))
+          const stored = yield* Effect.promise(() => js.manager.streams.getMessage(stream, { seq: ack.seq }))
+          expect(stored.subject, JSON.stringify(key)).toBe(`ptest.events.${Subject.partition(key, partitions)}.${key}`)
+        }
+        expect(keys.length).toBeGreaterThan(300)
+      }))
+  })
+})
