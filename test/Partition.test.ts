@@ -36,7 +36,7 @@ describe("Subject.partition", () => {
         for (const key of keys) {
           const ack = yield* Effect.promise(() => js.client.publish(`ptest.events.${key}`, "x"))
           const stored = yield* Effect.promise(() => js.manager.streams.getMessage(stream, { seq: ack.seq }))
-          expect(stored.subject, JSON.stringify(key)).toBe(`ptest.events.${Subject.partition(key, partitions)}.${key}`)
+          expect(stored?.subject, JSON.stringify(key)).toBe(`ptest.events.${Subject.partition(key, partitions)}.${key}`)
         }
         expect(keys.length).toBeGreaterThan(300)
       }))
