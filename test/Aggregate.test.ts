@@ -1,5 +1,5 @@
 import { describe, expect, it, layer } from "@effect/vitest"
-import { NatsTestServer } from "@effect-nats/testing"
+import { InMemoryNats, NatsTestServer } from "@effect-nats/testing"
 import { Deferred, Effect, Either, Fiber, Layer, Ref, Schedule, Schema } from "effect"
 import { Aggregate, Consumer, DeadLetter, Envelope, Event, Handler, JetStream, Publisher, Subject } from "effect-nats"
 import { eventually, PipelineLive, unique } from "./utils.js"
@@ -233,6 +233,31 @@ describe("Aggregate", () => {
         }
       }))
   })
+
+  // the in-memory test double: a fresh server per test
+  const MemoryLive = Layer.mergeAll(DeadLetter.layer(), Publisher.layer()).pipe(Layer.provideMerge(InMemoryNats.layer()))
+
+  it.scoped("a partitioned aggregate on the in-memory transport: append, load, ConcurrencyConflict", () =>
+    Effect.gen(function*() {
+      const stream = yield* bankStream(PartitionedAccount)
+      const js = yield* JetStream.JetStream
+      const accounts = yield* Aggregate.repository(PartitionedAccount, { stream })
+      yield* accounts.execute("acc-1", { _tag: "Open", owner: "ada" })
+      yield* accounts.execute("acc-1", { _tag: "Deposit", amount: 5 })
+      expect(yield* accounts.load("acc-1")).toMatchObject({ version: 2, sequence: 2, state: { open: true, balance: 5 } })
+      const stored = yield* Effect.promise(() => js.manager.streams.getMessage(stream, { seq: 2 }))
+      expect(stored!.subject).toBe(storedSubject(PartitionedAccount, "acc-1"))
+      // a writer that loaded before the deposit: refused
+      const Stale = Aggregate.make({
+        ...PartitionedAccount,
+        decide: (command: Command, state, current) =>
+          current.version === 2
+            ? Effect.zipRight(accounts.execute("acc-1", { _tag: "Deposit", amount: 1 }), PartitionedAccount.decide(command, state, current))
+            : PartitionedAccount.decide(command, state, current)
+      })
+      const stale = yield* Aggregate.repository(Stale, { stream })
+      expect(yield* Effect.flip(stale.execute("acc-1", { _tag: "Deposit", amount: 1 }))).toMatchObject({ _tag: "ConcurrencyConflict", expected: 2 })
+    }).pipe(Effect.provide(MemoryLive)))
 
   // a publisher outside the toolkit writes the unpartitioned subject; the server mapping partitions it
   const mapping = `mappings = {\n${
