@@ -6,6 +6,9 @@
  * `decide` (command + state → new events). A {@link Repository} loads an
  * aggregate by folding the events stored on its own subject,
  * `<context>.<aggregate>.events.<aggregateId>` (see `Subject.aggregateEvents`),
+ * or, with `partitions: n`, `<context>.<aggregate>.events.<partition>.<aggregateId>`
+ * (`partition` = `Subject.partition(aggregateId, n)`: one durable consumer per
+ * partition keeps each aggregate's events in order across instances),
  * and appends the events a command decides with
  * `Nats-Expected-Last-Subject-Sequence` set to the last sequence it read:
  * when another writer appended in between, JetStream refuses the append and
@@ -71,8 +74,26 @@ export interface Aggregate<S, C, Events extends ReadonlyArray<Event.Any>, E = ne
     state: S,
     current: { readonly id: string; readonly version: number }
   ) => Effect.Effect<ReadonlyArray<EventOf<Events>>, E, R>
-  /** The subjects of all aggregates of this type, `<context>.<aggregate>.events.*` (for the stream). */
+  /** The number of partitions of its subjects, `undefined` when not partitioned. */
+  readonly partitions: number | undefined
+  /**
+   * The subjects of all aggregates of this type (for the stream):
+   * `<context>.<aggregate>.events.*`, or `<context>.<aggregate>.events.*.*` when partitioned.
+   */
   readonly subjects: string
+  /**
+   * The filter subject of each partition, `<context>.<aggregate>.events.<k>.*`
+   * for `k` in `0..partitions-1`; `[subjects]` (one partition) when not
+   * partitioned, so that code written for partitions works for both.
+   */
+  readonly partitionSubjects: ReadonlyArray<string>
+  /**
+   * The nats-server `mappings` entry that routes the unpartitioned subject to
+   * the partitioned one, `{ "<ctx>.<agg>.events.*": "<ctx>.<agg>.events.{{partition(n,1)}}.{{wildcard(1)}}" }`:
+   * a publisher outside the toolkit then lands on the subject the toolkit
+   * uses. `undefined` when not partitioned.
+   */
+  readonly serverMapping: Readonly<Record<string, string>> | undefined
   /** The subject of one aggregate's events (the id validated as a token). */
   readonly subject: (id: string) => Effect.Effect<string, Subject.InvalidSubjectError>
 }
@@ -89,12 +110,24 @@ export interface Any {
   readonly name: string
   readonly aggregateType: string
   readonly events: ReadonlyArray<Event.Any>
+  /** The number of partitions of its subjects (see {@link make}), `undefined` when not partitioned. */
+  readonly partitions?: number | undefined
 }
 
 /**
  * Define an aggregate. Its events must share the context and aggregate tokens
  * of their types (`accounts.user.*`) and the aggregate type; otherwise it
  * throws at definition time.
+ *
+ * With `partitions: n` (a positive integer; anything else throws), each
+ * aggregate's subject carries its partition,
+ * `<context>.<aggregate>.events.<partition>.<aggregateId>`, and
+ * `partitionSubjects` lists the filter subject of each partition: run one
+ * durable consumer per partition (`orderBy: "aggregate"`), and each
+ * aggregate's events are read by one reader at a time, in order, however
+ * many instances share the work. `serverMapping` is the nats-server mapping
+ * for publishers outside the toolkit. The partition count is part of the
+ * subjects: changing it moves aggregates to other subjects.
  *
  * @example
  * ```ts
@@ -118,6 +151,10 @@ export interface Any {
  *       ? Effect.fail("insufficient funds" as const)
  *       : Effect.succeed([{ type: "bank.account.withdrawn" as const, data: { amount: command.withdraw } }])
  * })
+ *
+ * // the same, its subjects in 8 partitions: bank.account.events.<0..7>.<id>
+ * export const PartitionedAccount = Aggregate.make({ ...Account, partitions: 8 })
+ * PartitionedAccount.partitionSubjects // ["bank.account.events.0.*", ..., "bank.account.events.7.*"]
  * ```
  *
  * @since 0.2.0
@@ -132,6 +169,8 @@ export const make = <const Events extends ReadonlyArray<Event.Any>, S, C, E = ne
     state: S,
     current: { readonly id: string; readonly version: number }
   ) => Effect.Effect<ReadonlyArray<EventOf<Events>>, E, R>
+  /** Partition its subjects in this many partitions (a positive integer; default: not partitioned). */
+  readonly partitions?: number | undefined
 }): Aggregate<S, C, Events, E, R> => {
   const first = options.events[0]
   if (first === undefined) throw new Error("Aggregate.make: no events")
@@ -143,6 +182,12 @@ export const make = <const Events extends ReadonlyArray<Event.Any>, S, C, E = ne
       )
     }
   }
+  const partitions = options.partitions
+  if (partitions !== undefined && !(Number.isInteger(partitions) && partitions >= 1)) {
+    throw new Error(`Aggregate.make: partitions must be a positive integer, got ${partitions}`)
+  }
+  const prefix = `${context}.${name}.${Subject.aggregateEventsToken}`
+  const subjects = partitions === undefined ? `${prefix}.*` : `${prefix}.*.*`
   return {
     context,
     name,
@@ -151,8 +196,13 @@ export const make = <const Events extends ReadonlyArray<Event.Any>, S, C, E = ne
     initial: options.initial,
     evolve: options.evolve,
     decide: options.decide,
-    subjects: `${context}.${name}.${Subject.aggregateEventsToken}.*`,
-    subject: (id) => Subject.aggregateEvents(context, name, id)
+    partitions,
+    subjects,
+    partitionSubjects: partitions === undefined ? [subjects] : Array.from({ length: partitions }, (_, k) => `${prefix}.${k}.*`),
+    serverMapping: partitions === undefined
+      ? undefined
+      : { [`${prefix}.*`]: `${prefix}.{{partition(${partitions},1)}}.{{wildcard(1)}}` },
+    subject: (id) => Subject.aggregateEvents(context, name, id, partitions)
   }
 }
 

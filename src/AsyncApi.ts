@@ -5,7 +5,8 @@
  *
  * - channels: one per event subject and per command subject, one per
  *   event-sourced aggregate the service keeps
- *   (`<context>.<aggregate>.events.{aggregateId}`), a reply channel per
+ *   (`<context>.<aggregate>.events.{aggregateId}`, or
+ *   `<context>.<aggregate>.events.{partition}.{aggregateId}` when partitioned), a reply channel per
  *   command (address `null`: the requester's inbox), and the micro
  *   discovery subjects `$SRV.<VERB>.<name>` and `$SRV.<VERB>.<name>.{id}` of a
  *   command service (`{id}` and `{aggregateId}` are channel parameters);
@@ -148,7 +149,9 @@ export interface Options {
   /**
    * The event-sourced aggregates the service keeps (`Aggregate.make`): their
    * events are appended (`send`) on each aggregate's own subject,
-   * `<context>.<aggregate>.events.{aggregateId}`, not on the events' subjects.
+   * `<context>.<aggregate>.events.{aggregateId}` (or
+   * `<context>.<aggregate>.events.{partition}.{aggregateId}` when partitioned),
+   * not on the events' subjects.
    */
   readonly aggregates?: ReadonlyArray<Aggregate.Any> | undefined
   /** The commands and queries the service answers. */
@@ -260,15 +263,23 @@ const addEvents = (b: Builder, options: Options): void => {
   }
 }
 
-/** Each aggregate's events on its own subject: one channel per aggregate type, `{aggregateId}` its parameter. */
+/**
+ * Each aggregate's events on its own subject: one channel per aggregate type,
+ * `{aggregateId}` its parameter (and `{partition}` before it when partitioned).
+ */
 const addAggregates = (b: Builder, options: Options): void => {
   for (const aggregate of options.aggregates ?? []) {
     const id = `${aggregate.context}.${aggregate.name}.${Subject.aggregateEventsToken}`
+    const n = aggregate.partitions
     const messages = aggregate.events.map((event) => eventMessages(b, event))
-    const channel = b.channel(id, `${id}.{aggregateId}`, messages.flatMap((m) => m.all), {
+    const channel = b.channel(id, n === undefined ? `${id}.{aggregateId}` : `${id}.{partition}.{aggregateId}`, messages.flatMap((m) => m.all), {
       description: `${aggregate.aggregateType} events (JetStream), all the events of one aggregate on its own subject, in order; ` +
         `body: the envelope (\`version\`: the aggregate's version after the event)`,
-      parameters: { aggregateId: `the ${aggregate.aggregateType}'s id (the envelope's aggregateId)` }
+      parameters: {
+        aggregateId: `the ${aggregate.aggregateType}'s id (the envelope's aggregateId)`,
+        partition: `0..${(n ?? 1) - 1}: Subject.partition(aggregateId, ${n}), FNV-1a 32 of the id's UTF-8 bytes modulo ${n} ` +
+          `(nats-server's {{partition(${n},1)}} mapping)`
+      }
     })
     b.operations[`${id}.append`] = {
       action: "send",

@@ -243,11 +243,18 @@ export const aggregateEventsToken = "events"
  * subject's last sequence on append. The id is validated as any token
  * (`a.b`, `*`, `>`, whitespace are refused).
  *
+ * With `partitions` (a positive integer), the aggregate's
+ * {@link partition} comes before its id:
+ * `<context>.<aggregate>.events.<partition>.<aggregateId>` (all the
+ * aggregates of a type are then `<context>.<aggregate>.events.*.*`, one
+ * partition `<context>.<aggregate>.events.<partition>.*`).
+ *
  * @example
  * ```ts
  * import { Subject } from "effect-nats"
  *
  * const subject = Subject.aggregateEvents("accounts", "user", "u-42") // Effect<"accounts.user.events.u-42">
+ * const partitioned = Subject.aggregateEvents("accounts", "user", "u-42", 8) // Effect<"accounts.user.events.<0..7>.u-42">
  * ```
  *
  * @since 0.2.0
@@ -256,5 +263,12 @@ export const aggregateEventsToken = "events"
 export const aggregateEvents = (
   context: string,
   aggregate: string,
-  aggregateId: string
-): Effect.Effect<string, InvalidSubjectError> => make(context, aggregate, aggregateEventsToken, aggregateId)
+  aggregateId: string,
+  partitions?: number | undefined
+): Effect.Effect<string, InvalidSubjectError> =>
+  partitions === undefined
+    ? make(context, aggregate, aggregateEventsToken, aggregateId)
+    : Effect.flatMap(
+      token(aggregateId),
+      (id) => make(context, aggregate, aggregateEventsToken, String(partition(id, partitions)), id)
+    )

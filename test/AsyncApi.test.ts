@@ -2,7 +2,7 @@ import { describe, expect, it, layer } from "@effect/vitest"
 import { Contracts, NatsTestServer } from "@effect-nats/testing"
 import { Ajv } from "ajv"
 import { DateTime, Effect, Either, Layer, Schema } from "effect"
-import { Aggregate, AsyncApi, Command, CommandClient, CommandService, Event, JetStream, NatsClient, Publisher } from "effect-nats"
+import { Aggregate, AsyncApi, Command, CommandClient, CommandService, Event, JetStream, NatsClient, Publisher, Subject } from "effect-nats"
 import { unique } from "./utils.js"
 
 // --- definitions -------------------------------------------------------------
@@ -263,6 +263,20 @@ describe("AsyncApi.make: versions and aggregates", () => {
     expect(append.action).toBe("send")
     expect(names(append.messages)).toEqual(["shop.customer.registered", "shop.customer.renamed"])
   })
+
+  it.effect("a partitioned aggregate's channel: <context>.<aggregate>.events.{partition}.{aggregateId}, both parameters described", () =>
+    Effect.gen(function*() {
+      const doc = AsyncApi.make({ service, aggregates: [Aggregate.make({ ...Customer, partitions: 4 })] })
+      const channel = doc.channels["shop.customer.events"]!
+      expect(channel.address).toBe("shop.customer.events.{partition}.{aggregateId}")
+      expect(channel.parameters?.["partition"]?.description).toMatch(/^0\.\.3: Subject\.partition\(aggregateId, 4\), FNV-1a/)
+      expect(channel.parameters?.["aggregateId"]?.description).toMatch(/Customer's id/)
+      yield* Contracts.parse(doc)
+      const subject = `shop.customer.events.${Subject.partition("c-7", 4)}.c-7`
+      const report = yield* Contracts.check(doc, [wire(subject, 3, v3)])
+      expect(report.problems).toEqual([])
+      expect(report.checked.map((c) => c.message)).toEqual(["shop.customer.registered"])
+    }))
 
   it.effect("messages stored at each version validate against their own message, and only against it (Ajv)", () =>
     Effect.gen(function*() {

@@ -26,6 +26,15 @@ describe("Subject.partition", () => {
     expect(() => Subject.partition("a", 2.5)).toThrow(RangeError)
   })
 
+  it("Subject.aggregateEvents with partitions puts the id's partition before it; a hostile id is refused first", () => {
+    fc.assert(fc.property(tokens, fc.integer({ min: 1, max: 64 }), (id, n) =>
+      Effect.runSync(Subject.aggregateEvents("a", "b", id, n)) === `a.b.events.${Subject.partition(id, n)}.${id}`))
+    expect(Effect.runSync(Subject.aggregateEvents("a", "b", "x"))).toBe("a.b.events.x")
+    for (const id of ["a.b", "*", ">", ""]) {
+      expect(Effect.runSync(Effect.flip(Subject.aggregateEvents("a", "b", id, 4)))._tag).toBe("InvalidSubjectError")
+    }
+  })
+
   layer(NatsTestServer.layerJetStream({ extraConfig: mapping }), { excludeTestServices: true })((it) => {
     it.effect("agrees with nats-server's {{partition(n,1)}} subject mapping on every valid token", () =>
       Effect.gen(function*() {
