@@ -5,8 +5,8 @@
  * chaos/fixtures/consumer.ts, `orderBy: "aggregate"`, SqlDedup batches on one
  * shared SQLite file) share the work of a stream whose aggregate subjects
  * carry a partition token: `chaos.order.events.<p>.<orderId>` with
- * `p = Subject.partition(orderId, partitions)` (what a partitioned
- * `Aggregate` publishes to). Every `failEvery`-th message fails its first
+ * `p = Subject.partition(orderId, partitions)` (`Subject.aggregateEvents`:
+ * what an `Aggregate` with `partitions` appends to). Every `failEvery`-th message fails its first
  * delivery (redelivery after 300 ms), and instance 0 is SIGKILLed `kills`
  * times mid-stream and restarted at once. How the instances share the work:
  *
@@ -89,9 +89,10 @@ const runNow = (options: Options): Effect.Effect<Result> => {
     const publisher = yield* Publisher.make({ window: 256 })
     const messages = yield* Effect.forEach(Array.from({ length: options.messages }, (_, n) => n), (n) => {
       const orderId = `order-${n % aggregates}`
-      return Effect.map(
+      return Effect.zipWith(
         Publisher.build(OrderPlaced, { orderId, n }),
-        (message) => ({ ...message, subject: subjectOf(Subject.partition(orderId, partitions), orderId) })
+        Subject.aggregateEvents("chaos", "order", orderId, partitions),
+        (message, subject) => ({ ...message, subject })
       )
     }).pipe(Effect.orDie)
     const published = yield* publisher.publishMessages(messages)
