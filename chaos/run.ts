@@ -1,9 +1,9 @@
 /**
- * The chaos suite: `npm run chaos` (full counts, ~6 minutes on an idle 2-core machine) or
+ * The chaos suite: `npm run chaos` (full counts, ~9 minutes on an idle 2-core machine) or
  * `npm run chaos -- --quick` (about a tenth, ~4 minutes: cluster-failover takes ~3).
  *
  *   --quick            about 1/10 of the counts
- *   --only=a,b         run only these scenarios (names below, or 1..10)
+ *   --only=a,b         run only these scenarios (names below, or 1..13)
  *   --list             print the scenarios and their counts, run nothing
  *
  * Counts are overridable with CHAOS_* variables (see chaos/README.md);
@@ -25,6 +25,7 @@ import * as consumerCrash from "./scenarios/consumerCrash.js"
 import * as gracefulDrain from "./scenarios/gracefulDrain.js"
 import * as hostilePayloads from "./scenarios/hostilePayloads.js"
 import * as hostileSubjects from "./scenarios/hostileSubjects.js"
+import * as orderedInstances from "./scenarios/orderedInstances.js"
 import * as outboxCrash from "./scenarios/outboxCrash.js"
 import * as poison from "./scenarios/poison.js"
 import * as serverRestart from "./scenarios/serverRestart.js"
@@ -99,12 +100,23 @@ const scenarios: ReadonlyArray<Scenario> = [
       ordered: true
     }
     return { name: consumerCrash.orderedName, sizes, run: consumerCrash.run(sizes) }
-  })()
+  })(),
+  // 11-13: order across two instances: one shared durable (the limit), partitions owned by one instance, maxAckPending 1 per partition
+  ...(["shared", "owned", "single"] as const).map((mode) => {
+    const sizes = {
+      mode,
+      messages: count("INSTANCES_MESSAGES", 10_000, 2_000, q),
+      kills: count("INSTANCES_KILLS", 2, 1, q, 0),
+      partitions: count("INSTANCES_PARTITIONS", 4, 4, q),
+      aggregates: 40
+    }
+    return { name: `${orderedInstances.name}/${mode}`, sizes, run: orderedInstances.run(sizes) }
+  })
 ]
 
 const selected = scenarios.filter((s, i) => only === undefined || only.includes(s.name) || only.includes(String(i + 1)))
 const scenarioLimit = Duration.seconds(count("SCENARIO_TIMEOUT_S", 240, 90, q))
-const deadline = Duration.seconds(count("DEADLINE_S", 660, 170, q) + (selected.some((s) => s.name === clusterFailover.name) ? 420 : 0))
+const deadline = Duration.seconds(count("DEADLINE_S", 900, 240, q) + (selected.some((s) => s.name === clusterFailover.name) ? 420 : 0))
 
 const out = (line: string) => process.stdout.write(`${line}\n`)
 

@@ -6,6 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Logger, LogLevel } from "effect"
 import * as ConsumerCrash from "../chaos/scenarios/consumerCrash.js"
+import * as OrderedInstances from "../chaos/scenarios/orderedInstances.js"
 import * as OutboxCrash from "../chaos/scenarios/outboxCrash.js"
 
 const quiet = Logger.withMinimumLogLevel(LogLevel.Error)
@@ -33,6 +34,24 @@ describe("chaos: crashes", () => {
       expect(r.figures["inversions"]).toBe(0)
       expect(r.figures["kills"]).toBe(1)
     }), 90_000)
+
+  // two instances sharing the work: partitioned subjects, one durable per partition
+  for (const mode of ["owned", "single"] as const) {
+    const how = mode === "owned" ? "each partition read by one instance" : "every partition read by both, maxAckPending 1"
+    it.live(`two instances, ${how}, every 25th message failing once, one SIGKILLed mid-stream: no inversion, none lost, none twice`, () =>
+      Effect.gen(function*() {
+        const r = yield* OrderedInstances.run({ mode, messages: 1_000, kills: 1 }).pipe(quiet)
+        expect(r.failures).toEqual([])
+        expect(r.sent).toBe(1_000)
+        expect(r.effects).toBe(1_000)
+        expect(r.lost).toBe(0)
+        expect(r.duplicateEffects).toBe(0)
+        expect(r.figures["inversions"]).toBe(0)
+        expect(r.figures["kills"]).toBe(1)
+        // both instances (and the restarted one) did part of the work
+        expect(r.figures["instancesThatHandled"]).toBeGreaterThanOrEqual(2)
+      }), 90_000)
+  }
 
   it.live("an outbox relay SIGKILLed while rows are committed: every committed row on the stream once, in per-aggregate order", () =>
     Effect.gen(function*() {

@@ -24,6 +24,15 @@ export interface OrdersConfig {
    * each process.
    */
   readonly ordered?: boolean | undefined
+  /**
+   * Scenario 11: the durables this instance reads (each with its filter),
+   * instead of the one `durable`: one per partition it owns.
+   */
+  readonly consumers?: ReadonlyArray<{ readonly durable: string; readonly filterSubject?: string | undefined }> | undefined
+  /** The server's limit of unacked messages per durable (default: the Consumer's). */
+  readonly maxAckPending?: number | undefined
+  /** With `ordered`: which messages (every n-th) fail their first delivery in this process (default 25; 0 = none). */
+  readonly failEvery?: number | undefined
 }
 
 /** The effect table: one row per handled message, no unique key (so a second effect would show). */
@@ -55,23 +64,27 @@ export const OrdersConsumer = (config: OrdersConfig) => {
     yield* createEffects
     // scenario 10: every 25th message fails its first delivery in this process
     const failed = new Set<number>()
+    const failEvery = config.failEvery ?? 25
     const failsFirst = (n: number) => {
-      if (config.ordered !== true || n % 25 !== 0 || failed.has(n)) return false
+      if (config.ordered !== true || failEvery === 0 || n % failEvery !== 0 || failed.has(n)) return false
       failed.add(n)
       return true
     }
-    yield* Consumer.make({
-      stream: config.stream,
-      durable: config.durable,
-      handlers: [onPlaced(failsFirst)],
-      ...(config.ordered === true
-        ? { orderBy: "aggregate" as const, retry: Schedule.stop, redelivery: Schedule.spaced("300 millis") }
-        : {}),
-      concurrency: config.concurrency ?? 16,
-      ackWait: config.ackWaitMs,
-      maxDeliver: 1000,
-      drainTimeout: "5 seconds"
-    })
+    yield* Effect.forEach(config.consumers ?? [{ durable: config.durable }], ({ durable, filterSubject }) =>
+      Consumer.make({
+        stream: config.stream,
+        durable,
+        filterSubject,
+        handlers: [onPlaced(failsFirst)],
+        ...(config.ordered === true
+          ? { orderBy: "aggregate" as const, retry: Schedule.stop, redelivery: Schedule.spaced("300 millis") }
+          : {}),
+        concurrency: config.concurrency ?? 16,
+        ackWait: config.ackWaitMs,
+        maxDeliver: 1000,
+        maxAckPending: config.maxAckPending,
+        drainTimeout: "5 seconds"
+      }), { discard: true })
   }))
   return consumer.pipe(
     Layer.provide(Layer.mergeAll(SqlDedup.layer(), DeadLetter.layer(), Outbox.layer().pipe(Layer.provide(SqlOutbox.layer())))),
