@@ -16,7 +16,30 @@ const tokens = fc.oneof(
   fc.uuid()
 ).filter((t) => t.length <= Subject.maxTokenLength && t.isWellFormed() && Subject.validateToken(t)._tag === "Right")
 
+/** The specification: FNV-1a (32 bits) of `TextEncoder`'s UTF-8 bytes, modulo n. */
+const reference = (key: string, n: number): number => {
+  let hash = 0x811c9dc5
+  for (const byte of new TextEncoder().encode(key)) hash = Math.imul(hash ^ byte, 0x01000193)
+  return (hash >>> 0) % n
+}
+
 describe("Subject.partition", () => {
+  it("is FNV-1a of the UTF-8 bytes for every string (astral characters, lone surrogates included)", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ unit: "binary" }), fc.string({ unit: "grapheme" }), fc.string()),
+        fc.integer({ min: 1, max: 1 << 20 }),
+        (key, n) => Subject.partition(key, n) === reference(key, n)
+      ),
+      { numRuns: 2_000 }
+    )
+    // the edges of each UTF-8 length, and surrogates alone, reversed and paired
+    for (const key of ["\u007f", "\u0080", "\u07ff", "\u0800", "\uffff", "\ud7ff", "\ue000", "\ud800", "\udfff", "\udc00\ud800", "\ud83d\ude00", "a\ud800b"]) {
+      expect(Subject.partition(key, 0x7fffffff), JSON.stringify(key)).toBe(reference(key, 0x7fffffff))
+    }
+  })
+
+
   it("is in 0..n-1 and refuses a partition count that is not a positive integer", () => {
     fc.assert(fc.property(fc.string(), fc.integer({ min: 1, max: 1000 }), (key, n) => {
       const p = Subject.partition(key, n)

@@ -15,21 +15,14 @@ import type { JetStream } from "../../JetStream.js"
 import * as Metrics from "../../Metrics.js"
 import type { NatsClient } from "../../NatsClient.js"
 import * as NatsError from "../../NatsError.js"
+import * as Subject from "../../Subject.js"
 import type { Inbox } from "../inbox.js"
+import { aggregateOf } from "./aggregateHold.js"
 import * as Failover from "./failover.js"
 import type { HandBack } from "./handBack.js"
 
 /** The extra metric labels of the consumed counter (none: the fiber's own labels do not reach the nats.js callback). */
 const noLabels: ReadonlyArray<never> = []
-
-const hash = (s: string): number => {
-  let h = 0x811c9dc5
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i)
-    h = Math.imul(h, 0x01000193)
-  }
-  return h >>> 0
-}
 
 /** What the pull needs. */
 export interface Options {
@@ -92,8 +85,7 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
     const { durable, handBack, inboxes } = options
     const route = (msg: JsMsg): Inbox<JsMsg> => {
       if (inboxes.length === 1) return inboxes[0]!
-      const key = msg.headers?.get("Aggregate-Id") || msg.subject
-      return inboxes[hash(key) % inboxes.length]!
+      return inboxes[Subject.partition(aggregateOf(msg) ?? msg.subject, inboxes.length)]!
     }
     // the fence: everything that arrives waits (kept alive) until the messages left pending have come back, then goes
     // to the inboxes in stream order
