@@ -1,6 +1,6 @@
 /**
  * The chaos suite: `npm run chaos` (full counts, ~9 minutes on an idle 2-core machine) or
- * `npm run chaos -- --quick` (about a tenth, ~4 minutes: cluster-failover takes ~3).
+ * `npm run chaos -- --quick` (about a tenth, ~5 minutes: cluster-failover takes ~3).
  *
  *   --quick            about 1/10 of the counts
  *   --only=a,b         run only these scenarios (names below, or 1..13)
