@@ -211,6 +211,8 @@ const runNow = (options: Options): Effect.Effect<Result> => {
     report.set("killedAtEffects", killedAt)
     report.set("recoveryMs", spread(recoveries))
     report.set("redeliveredAtEnd", info.num_redelivered)
+    // every delivery the server made (first ones and redeliveries): what the failures and kills cost
+    report.set("deliveries", info.delivered.consumer_seq)
     // redeliveries of messages whose effect had committed before the kill: acked, not handled again
     report.set("duplicatesSkippedByDedup", duplicatesSkipped.reduce((a, b) => a + (b ?? 0), 0))
     report.set("inboxRows", Number(inbox[0]?.n ?? 0))
