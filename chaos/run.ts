@@ -95,7 +95,7 @@ const scenarios: ReadonlyArray<Scenario> = [
   (() => {
     const sizes = {
       messages: count("ORDERED_MESSAGES", 10_000, 2_000, q),
-      kills: count("ORDERED_KILLS", 5, 1, q),
+      kills: count("ORDERED_KILLS", 5, 1, q, 0),
       aggregates: 10,
       ordered: true
     }
