@@ -277,8 +277,10 @@ const addAggregates = (b: Builder, options: Options): void => {
         `body: the envelope (\`version\`: the aggregate's version after the event)`,
       parameters: {
         aggregateId: `the ${aggregate.aggregateType}'s id (the envelope's aggregateId)`,
-        partition: `0..${(n ?? 1) - 1}: Subject.partition(aggregateId, ${n}), FNV-1a 32 of the id's UTF-8 bytes modulo ${n} ` +
-          `(nats-server's {{partition(${n},1)}} mapping)`
+        ...(n === undefined ? {} : {
+          partition: `0..${n - 1}: Subject.partition(aggregateId, ${n}), FNV-1a 32 of the id's UTF-8 bytes modulo ${n} ` +
+            `(nats-server's {{partition(${n},1)}} mapping)`
+        })
       }
     })
     b.operations[`${id}.append`] = {
