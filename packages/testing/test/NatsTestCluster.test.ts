@@ -69,7 +69,9 @@ layer(NatsTestCluster.layer({ nodes: 3 }), { timeout: 60_000 })("NatsTestCluster
       expect(yield* cluster.running).toEqual(["n1", "n2", "n3"])
       const back = yield* cluster.awaitStreamCurrent("R3", 3)
       expect([back.leader, ...back.replicas.map((r) => r.name)].sort()).toEqual(["n1", "n2", "n3"])
-      yield* Effect.promise(() => jsm.streams.delete("R3"))
+      // cleanup, best effort: right after a restart the JetStream API can stay busy past the request timeout
+      // (CI on Node 24 saw the delete time out once), and the cluster goes away with the layer anyway
+      yield* Effect.promise(() => jsm.streams.delete("R3").catch(() => false))
     }))
 
   it.effect("kill and restart hit exactly the named node, on the same port", () =>
