@@ -53,6 +53,16 @@ describe("chaos: crashes", () => {
       }), 90_000)
   }
 
+  it.live("two instances, each partition read by one instance, whose event loops stall 2.5 s at times (past a hold's expiry), one SIGKILLed: no inversion", () =>
+    Effect.gen(function*() {
+      const r = yield* OrderedInstances.run({ mode: "owned", messages: 1_000, kills: 1, stallEvery: 150 }).pipe(quiet)
+      expect(r.failures).toEqual([])
+      expect(r.effects).toBe(1_000)
+      expect(r.lost).toBe(0)
+      expect(r.duplicateEffects).toBe(0)
+      expect(r.figures["inversions"]).toBe(0)
+    }), 120_000)
+
   it.live("an outbox relay SIGKILLed while rows are committed: every committed row on the stream once, in per-aggregate order", () =>
     Effect.gen(function*() {
       const r = yield* OutboxCrash.run({ rows: 1_000, kills: 1, writeOverMs: 1_000, killMode: "after-puback", finishInProcess: true }).pipe(quiet)

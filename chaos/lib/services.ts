@@ -33,6 +33,12 @@ export interface OrdersConfig {
   readonly maxAckPending?: number | undefined
   /** With `ordered`: which messages (every n-th) fail their first delivery in this process (default 25; 0 = none). */
   readonly failEvery?: number | undefined
+  /**
+   * Scenario 11: every n-th message (`n % stallEvery === 7`) blocks the
+   * process's event loop for 2.5 s while it is handled (synchronous work),
+   * each time it is delivered (default 0: never).
+   */
+  readonly stallEvery?: number | undefined
 }
 
 /** The effect table: one row per handled message, no unique key (so a second effect would show). */
@@ -40,11 +46,19 @@ export const createEffects = Effect.flatMap(SqlClient.SqlClient, (sql) =>
   sql`CREATE TABLE IF NOT EXISTS effects (
     id INTEGER PRIMARY KEY AUTOINCREMENT, msg_id TEXT NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL)`)
 
+/** Block the event loop for `ms` (what synchronous work or a starved CPU does to a process). */
+const blockFor = (ms: number) => {
+  const until = performance.now() + ms
+  while (performance.now() < until) {
+    // busy
+  }
+}
+
 // an effect row and an outbox row, in the batch's transaction (each message in its own savepoint);
-// a message for which `fails` is true fails instead
-const onPlaced = (fails: (n: number) => boolean) =>
+// a message for which `fails` is true fails instead; one for which `stalls` is true first blocks the event loop
+const onPlaced = (fails: (n: number) => boolean, stalls: (n: number) => boolean) =>
   Handler.make(OrderPlaced, (e) =>
-    fails(e.data.n)
+    (stalls(e.data.n) ? blockFor(2_500) : undefined, fails(e.data.n))
       ? Effect.fail(new Error(`message ${e.data.n} fails`))
       : Effect.flatMap(SqlClient.SqlClient, (sql) =>
         sql`INSERT INTO effects (msg_id, n, pid) VALUES (${e.id}, ${e.data.n}, ${process.pid})`).pipe(
@@ -65,6 +79,7 @@ export const OrdersConsumer = (config: OrdersConfig) => {
     // scenario 10: every 25th message fails its first delivery in this process
     const failed = new Set<number>()
     const failEvery = config.failEvery ?? 25
+    const stallEvery = config.stallEvery ?? 0
     const failsFirst = (n: number) => {
       if (config.ordered !== true || failEvery === 0 || n % failEvery !== 0 || failed.has(n)) return false
       failed.add(n)
@@ -75,7 +90,7 @@ export const OrdersConsumer = (config: OrdersConfig) => {
         stream: config.stream,
         durable,
         filterSubject,
-        handlers: [onPlaced(failsFirst)],
+        handlers: [onPlaced(failsFirst, (n) => stallEvery > 0 && n % stallEvery === 7)],
         ...(config.ordered === true
           ? { orderBy: "aggregate" as const, retry: Schedule.stop, redelivery: Schedule.spaced("300 millis") }
           : {}),

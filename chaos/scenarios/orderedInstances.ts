@@ -52,6 +52,13 @@ export interface Options {
   readonly kills?: number
   /** Server ack wait of the durables: how soon a killed instance's messages come back (ms, default 1 500). */
   readonly ackWaitMs?: number
+  /**
+   * Every n-th message (`n % stallEvery === 7`) blocks its instance's event
+   * loop for 2.5 s, longer than a hold's expiry (redelivery delay + ack wait)
+   * and the restart fence's patience: a stalled process must not take its own
+   * stall for messages gone elsewhere (default 0: never).
+   */
+  readonly stallEvery?: number
 }
 
 export const name = "ordered-instances"
@@ -117,6 +124,7 @@ const runNow = (options: Options): Effect.Effect<Result> => {
       CHAOS_CONCURRENCY: String(Math.max(1, Math.floor(16 / readBy(instance).length))),
       CHAOS_ORDERED: "1",
       CHAOS_FAIL_EVERY: String(failEvery),
+      CHAOS_STALL_EVERY: String(options.stallEvery ?? 0),
       ...(options.mode === "single" ? { CHAOS_MAX_ACK_PENDING: "1" } : {})
     })
     const start = (instance: number) =>
@@ -191,6 +199,7 @@ const runNow = (options: Options): Effect.Effect<Result> => {
     report.set("partitions", options.mode === "shared" ? 1 : partitions)
     report.set("aggregates", aggregates)
     report.set("failEvery", failEvery)
+    report.set("stallEvery", options.stallEvery ?? 0)
     report.set("kills", killedAt.length)
     report.set("inversions", inversions)
     report.set("aggregatesInverted", inverted.size)

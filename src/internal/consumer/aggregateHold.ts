@@ -73,9 +73,14 @@ export class AggregateHold {
     return held.parked.sort((a, b) => a.seq - b.seq)
   }
 
-  /** Keep the parked messages alive; hand back those whose hold expired. */
-  keepAlive(now: number): void {
+  /**
+   * Keep the parked messages alive; hand back those whose hold expired.
+   * `stalled`: how long this process could not run since the last call (it
+   * postpones every expiry: the held message may have been waiting for us).
+   */
+  keepAlive(now: number, stalled = 0): void {
     for (const [aggregate, held] of this.held) {
+      held.until += stalled
       if (now > held.until) {
         this.held.delete(aggregate)
         for (const msg of held.parked.sort((a, b) => a.seq - b.seq)) msg.nak()

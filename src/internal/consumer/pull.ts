@@ -116,18 +116,24 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
       // `upTo` came for twice the ack wait (another instance has them, or they were acked: the server finds expired
       // messages on a timer); meanwhile the fenced messages are kept alive
       let alive = performance.now()
+      const every = Math.min(1000, Math.max(50, wait / 6))
+      let lastCheck = performance.now()
       const check = Effect.gen(function*() {
         const now = performance.now()
+        // a late check means this process was stalled: the pending messages may be waiting in the socket, so the
+        // stall does not count as time in which none came
+        lastPending += Math.max(0, now - lastCheck - every)
         if (now - alive > wait / 3) {
           alive = now
           for (const msg of fenced ?? []) msg.working()
         }
         if (now - lastPending >= 2 * wait) return true
         const info = yield* Effect.option(options.js.consumerInfo(options.stream, durable))
+        lastCheck = performance.now()
         return info._tag === "Some" && info.value.num_ack_pending <= (fenced?.length ?? 0)
       })
       yield* check.pipe(
-        Effect.repeat({ schedule: Schedule.spaced(Duration.millis(Math.min(1000, Math.max(50, wait / 6)))), until: (done) => done }),
+        Effect.repeat({ schedule: Schedule.spaced(Duration.millis(every)), until: (done) => done }),
         Effect.zipRight(lift),
         Effect.forkScoped
       )

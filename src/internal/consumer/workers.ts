@@ -260,10 +260,16 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
 
     // keep handled messages alive with working(), from running workers only; the watchdog expires the overdue
     const keepAliveEvery = Duration.toMillis(options.ackWait) / 3
+    const tick = Math.max(100, Math.min(keepAliveEvery, handlerTimeout / 4))
+    let lastTick = performance.now()
     yield* Effect.suspend(() => {
       const now = performance.now()
+      // a late tick means this process was stalled (a blocked event loop, no CPU): a held message could not
+      // arrive meanwhile (it may be waiting in the socket), so the holds' expiry moves by as much
+      const stalled = Math.max(0, now - lastTick - tick)
+      lastTick = now
       const overdue: Array<readonly [Slot, JsMsg, Fiber.RuntimeFiber<void, never>]> = []
-      for (const hold of holds) hold.keepAlive(now)
+      for (const hold of holds) hold.keepAlive(now, stalled)
       for (const [slot, fiber] of running) {
         const msg = slot.msg
         if (msg === undefined || slot.expired) continue
@@ -277,7 +283,7 @@ export const start = <R>(options: Options<R>): Effect.Effect<Workers, never, Sco
       }
       return Effect.forEach(overdue, ([slot, msg, fiber]) => expire(slot, msg, fiber), { discard: true })
     }).pipe(
-      Effect.repeat(Schedule.spaced(Duration.millis(Math.max(100, Math.min(keepAliveEvery, handlerTimeout / 4))))),
+      Effect.repeat(Schedule.spaced(Duration.millis(tick))),
       Effect.forkScoped
     )
 
