@@ -36,7 +36,8 @@ export interface OrdersConfig {
   /**
    * Scenario 11: every n-th message (`n % stallEvery === 7`) blocks the
    * process's event loop for 2.5 s while it is handled (synchronous work),
-   * each time it is delivered (default 0: never).
+   * each time it is delivered once the process's consumers are up (default 0:
+   * never).
    */
   readonly stallEvery?: number | undefined
 }
@@ -80,6 +81,7 @@ export const OrdersConsumer = (config: OrdersConfig) => {
     const failed = new Set<number>()
     const failEvery = config.failEvery ?? 25
     const stallEvery = config.stallEvery ?? 0
+    let started = false
     const failsFirst = (n: number) => {
       if (config.ordered !== true || failEvery === 0 || n % failEvery !== 0 || failed.has(n)) return false
       failed.add(n)
@@ -90,7 +92,8 @@ export const OrdersConsumer = (config: OrdersConfig) => {
         stream: config.stream,
         durable,
         filterSubject,
-        handlers: [onPlaced(failsFirst, (n) => stallEvery > 0 && n % stallEvery === 7)],
+        // stalls only once every consumer is up: a stall during start-up would time out its own requests (ensure consumer)
+        handlers: [onPlaced(failsFirst, (n) => started && stallEvery > 0 && n % stallEvery === 7)],
         ...(config.ordered === true
           ? { orderBy: "aggregate" as const, retry: Schedule.stop, redelivery: Schedule.spaced("300 millis") }
           : {}),
@@ -100,6 +103,7 @@ export const OrdersConsumer = (config: OrdersConfig) => {
         maxAckPending: config.maxAckPending,
         drainTimeout: "5 seconds"
       }), { discard: true })
+    started = true
   }))
   return consumer.pipe(
     Layer.provide(Layer.mergeAll(SqlDedup.layer(), DeadLetter.layer(), Outbox.layer().pipe(Layer.provide(SqlOutbox.layer())))),
