@@ -371,7 +371,7 @@ export const repository = <S, C, Events extends ReadonlyArray<Event.Any>, E, R, 
             ? Effect.succeedNone
             : Effect.map(Schema.decodeUnknown(Snapshot)(entry.string()), (s) => Option.some({ id, ...s }))
         ),
-        // no snapshot, or one that does not decode any more: fold from the first event
+        // no snapshot, or one that no longer decodes: fold from the first event
         Effect.catchAll((e) => Effect.as(Effect.logWarning(`Aggregate ${aggregate.context}.${aggregate.name} ${id}: snapshot ignored: ${String(e)}`), Option.none()))
       )
 

@@ -117,7 +117,7 @@ export const make = <Type extends string, A, I, RS, E, R>(
     u: unknown
   ): Effect.Effect<Envelope.Envelope<unknown>, ParseResult.ParseError | Event.UnsupportedVersionError, RS> => {
     const written = typeof u === "object" && u !== null && "schemaVersion" in u ? u.schemaVersion : undefined
-    // an event that declares no schemaVersion reads any (as it always did)
+    // an event that declares no schemaVersion reads every version (as it always did)
     if (declared && typeof written === "number" && Number.isSafeInteger(written) && written > current) {
       return Either.left(
         new Event.UnsupportedVersionError({

@@ -193,6 +193,9 @@ export const assertName = (name: string, what: string, tokens?: number): string 
     (e) => new InvalidSubjectError({ token: e.token, reason: e.reason, message: `${what}: ${e.message}` })
   )
 
+/** One FNV-1a step: the hash after one more byte. */
+const fnv = (hash: number, byte: number): number => Math.imul(hash ^ byte, 0x01000193)
+
 /**
  * The partition (`0 ≤ p < partitions`) of a key: FNV-1a (32 bits) of its
  * UTF-8 bytes, modulo `partitions` — the function nats-server's subject
@@ -217,18 +220,15 @@ export const partition = (key: string, partitions: number): number => {
   }
   // FNV-1a over the UTF-8 bytes, encoded on the fly (no allocation: the consumer routes every message with it)
   let hash = 0x811c9dc5
-  const byte = (b: number) => {
-    hash = Math.imul(hash ^ b, 0x01000193)
-  }
   for (let i = 0; i < key.length; i++) {
     let c = key.charCodeAt(i)
     if (c < 0x80) {
-      byte(c)
+      hash = fnv(hash, c)
       continue
     }
     if (c < 0x800) {
-      byte(0xc0 | (c >> 6))
-      byte(0x80 | (c & 0x3f))
+      hash = fnv(hash, 0xc0 | (c >> 6))
+      hash = fnv(hash, 0x80 | (c & 0x3f))
       continue
     }
     if (c >= 0xd800 && c <= 0xdfff) {
@@ -236,17 +236,17 @@ export const partition = (key: string, partitions: number): number => {
       if (c <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) {
         c = 0x10000 + ((c - 0xd800) << 10) + (next - 0xdc00)
         i++
-        byte(0xf0 | (c >> 18))
-        byte(0x80 | ((c >> 12) & 0x3f))
-        byte(0x80 | ((c >> 6) & 0x3f))
-        byte(0x80 | (c & 0x3f))
+        hash = fnv(hash, 0xf0 | (c >> 18))
+        hash = fnv(hash, 0x80 | ((c >> 12) & 0x3f))
+        hash = fnv(hash, 0x80 | ((c >> 6) & 0x3f))
+        hash = fnv(hash, 0x80 | (c & 0x3f))
         continue
       }
       c = 0xfffd // a lone surrogate is encoded as U+FFFD, as TextEncoder does
     }
-    byte(0xe0 | (c >> 12))
-    byte(0x80 | ((c >> 6) & 0x3f))
-    byte(0x80 | (c & 0x3f))
+    hash = fnv(hash, 0xe0 | (c >> 12))
+    hash = fnv(hash, 0x80 | ((c >> 6) & 0x3f))
+    hash = fnv(hash, 0x80 | (c & 0x3f))
   }
   return (hash >>> 0) % partitions
 }

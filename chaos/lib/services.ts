@@ -58,13 +58,15 @@ const blockFor = (ms: number) => {
 // an effect row and an outbox row, in the batch's transaction (each message in its own savepoint);
 // a message for which `fails` is true fails instead; one for which `stalls` is true first blocks the event loop
 const onPlaced = (fails: (n: number) => boolean, stalls: (n: number) => boolean) =>
-  Handler.make(OrderPlaced, (e) =>
-    (stalls(e.data.n) ? blockFor(2_500) : undefined, fails(e.data.n))
+  Handler.make(OrderPlaced, (e) => {
+    if (stalls(e.data.n)) blockFor(2_500)
+    return fails(e.data.n)
       ? Effect.fail(new Error(`message ${e.data.n} fails`))
       : Effect.flatMap(SqlClient.SqlClient, (sql) =>
         sql`INSERT INTO effects (msg_id, n, pid) VALUES (${e.id}, ${e.data.n}, ${process.pid})`).pipe(
           Effect.zipRight(Effect.flatMap(Outbox.Outbox, (outbox) => outbox.enqueue(OrderConfirmed, { source: e.id, n: e.data.n })))
-        ))
+        )
+  })
 
 /**
  * Scenario 1: a consumer with exactly-once effects on a SQLite file. SqlDedup

@@ -102,7 +102,7 @@ export const start = (options: Options): Effect.Effect<Pull, NatsError.NatsError
       fenced = []
       const wait = Duration.toMillis(fence.wait)
       yield* Effect.logInfo(
-        `Consumer ${durable}: messages up to #${fence.upTo} are pending; waiting for their redelivery before handling any`
+        `Consumer ${durable}: messages up to #${fence.upTo} are pending; waiting for their redelivery before handling other messages`
       )
       const lift = Effect.sync(() => {
         const waiting = (fenced ?? []).sort((a, b) => a.seq - b.seq)
