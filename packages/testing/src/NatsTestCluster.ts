@@ -201,7 +201,8 @@ const freePorts = (n: number) =>
 
 /**
  * Start a cluster in the current scope: all nodes at once, then wait for a
- * JetStream meta leader.
+ * JetStream meta leader and for every node to be a JetStream peer (a stream
+ * with one replica per node can be placed).
  *
  * @example
  * ```ts
@@ -279,7 +280,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTestCluster["Type
     const running = Effect.sync(() => up().map((n) => n.name))
 
     /** One JetStream API request through a fresh connection to the nodes that are up. */
-    const api = (subject: string, timeoutMillis = 1000): Effect.Effect<typeof ApiReply.Type, NatsTestServerError> =>
+    const api = (subject: string, timeoutMillis = 1000, body = ""): Effect.Effect<typeof ApiReply.Type, NatsTestServerError> =>
       Effect.acquireUseRelease(
         Effect.tryPromise({
           try: () =>
@@ -292,7 +293,7 @@ export const make = (options: Options = {}): Effect.Effect<NatsTestCluster["Type
         }),
         (nc) =>
           Effect.tryPromise({
-            try: () => nc.request(subject, "", { timeout: timeoutMillis }),
+            try: () => nc.request(subject, body, { timeout: timeoutMillis }),
             catch: (cause) => failed("RequestFailed", `${subject}: ${String(cause)}`, cause)
           }).pipe(
             Effect.flatMap((m) => decodeReply(m.string())),
@@ -355,6 +356,17 @@ export const make = (options: Options = {}): Effect.Effect<NatsTestCluster["Type
         )
     })
     yield* cluster.awaitJetStream({ timeoutMillis: options.startTimeoutMillis ?? 10_000 })
+    // a meta leader can answer before every node has joined the meta group: until then a stream with one replica per
+    // node fails with "no suitable peers for placement" (CI saw it); ready once such a stream can be placed
+    const probe = "EFFECT_NATS_CLUSTER_PROBE"
+    yield* waitFor(
+      "not every node is a JetStream peer",
+      api(`$JS.API.STREAM.CREATE.${probe}`, 2000, JSON.stringify({ name: probe, storage: "memory", num_replicas: nodes.length })).pipe(
+        Effect.flatMap((r) => r.error === undefined ? Effect.void : Effect.fail(failed("RequestFailed", `${r.error.description} (${r.error.code})`))),
+        Effect.zipRight(Effect.ignore(api(`$JS.API.STREAM.DELETE.${probe}`, 2000)))
+      ),
+      { timeoutMillis: options.startTimeoutMillis ?? 10_000 }
+    )
     return cluster
   }).pipe(live)
 
